@@ -1,0 +1,89 @@
+"""How drivers run commands on a head: the Transport seam and the local transport.
+
+A transport runs one shell command line (already quoted with ``shlex``) and returns its
+output and exit status. It raises :class:`schedulerd.errors.TransportError` when the
+head cannot be reached or the command exceeded its timeout -- never for a non-zero exit
+status, which is the command's own answer and the caller's to judge.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+
+from schedulerd.errors import TransportError
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    stdout: str
+    stderr: str
+    exit_status: int
+
+
+class Transport(Protocol):
+    """A place where commands run: this machine, or a head node over SSH."""
+
+    async def run(
+        self, command: str, *, input: str | None = None, timeout: float = 60.0
+    ) -> CommandResult:
+        """Run ``command`` through the login shell of the head; feed it ``input``."""
+        ...
+
+    async def upload(self, local_path: str, remote_path: str) -> None:
+        """Copy a file to the head (SFTP for SSH)."""
+        ...
+
+    async def download(self, remote_path: str, local_path: str) -> None:
+        """Copy a file from the head (SFTP for SSH)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close connections; idempotent."""
+        ...
+
+
+class LocalTransport:
+    """Runs commands on this machine with ``/bin/sh -c``."""
+
+    def __init__(self, *, env: dict[str, str] | None = None) -> None:
+        self._env = env
+
+    async def run(
+        self, command: str, *, input: str | None = None, timeout: float = 60.0
+    ) -> CommandResult:
+        env = None if self._env is None else {**os.environ, **self._env}
+        try:
+            with anyio.fail_after(timeout):
+                proc = await anyio.run_process(
+                    ["/bin/sh", "-c", command],
+                    input=None if input is None else input.encode(),
+                    check=False,
+                    env=env,
+                )
+        except TimeoutError as exc:
+            raise TransportError(f"command timed out after {timeout:g}s: {command[:200]}") from exc
+        except OSError as exc:
+            raise TransportError(f"cannot run command locally: {exc}") from exc
+        return CommandResult(
+            proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"),
+            proc.returncode,
+        )
+
+    async def upload(self, local_path: str, remote_path: str) -> None:
+        await self._copy(local_path, remote_path)
+
+    async def download(self, remote_path: str, local_path: str) -> None:
+        await self._copy(remote_path, local_path)
+
+    async def _copy(self, src: str, dst: str) -> None:
+        data = await anyio.Path(src).read_bytes()
+        await anyio.Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        await anyio.Path(dst).write_bytes(data)
+
+    async def aclose(self) -> None:
+        return None
