@@ -37,6 +37,11 @@ class Dialect(Protocol):
         """
         ...
 
+    def extra_files(self, job: JobRequest) -> dict[str, str]:
+        """Files to write on the head besides the script (path -> content), e.g. the
+        HTCondor submit description. ``{}`` for most systems."""
+        ...
+
     def submit_argv(self, job: JobRequest) -> list[str]:
         """The command that submits the script already written at ``job.script_path``.
 
