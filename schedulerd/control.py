@@ -1,0 +1,402 @@
+"""The control server: JSON-RPC 2.0 over a Unix socket, one JSON object per line.
+
+Each connection is a task. Peers are checked with SO_PEERCRED (the daemon's user, root,
+or a member of the configured group). A line longer than the frame limit is discarded
+up to its newline and answered with an error; the connection stays usable. Replies and
+``events.subscribe`` notifications share the connection under one send lock.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+from anyio.abc import SocketAttribute
+
+from schedulerd import __version__
+from schedulerd import protocol as P
+from schedulerd.errors import (
+    InvalidParams,
+    MessageTooLarge,
+    MethodNotFound,
+    PermissionDenied,
+    SchedulerdError,
+    ShuttingDown,
+)
+from schedulerd.scheduler import ClusterWorker
+from schedulerd.state.store import JobFilter, Store
+
+log = structlog.get_logger(__name__)
+
+READ_CHUNK = 256 * 1024
+MAX_LIST_LIMIT = 10_000
+
+
+@dataclass
+class ControlContext:
+    """What the handlers need from the daemon (wired in daemon.py)."""
+
+    store: Store
+    workers: dict[str, ClusterWorker]
+    settings_getter: Callable[[], Any]
+    request_shutdown: Callable[[], None]
+    started_at: float = field(default_factory=time.time)
+    stopping: bool = False
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a Unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+def peer_allowed(pid: int, uid: int, gid: int, group: str | None) -> bool:
+    if uid in (0, os.getuid()):
+        return True
+    if group is None:
+        return False
+    try:
+        wanted = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return False
+    if gid == wanted:
+        return True
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Groups:"):
+                    return str(wanted) in line.split()[1:]
+    except OSError:
+        return False
+    return False
+
+
+class Connection:
+    def __init__(self, ctx: ControlContext, stream: anyio.abc.ByteStream, max_bytes: int) -> None:
+        self.ctx = ctx
+        self.stream = stream
+        self.max_bytes = max_bytes
+        self.send_lock = anyio.Lock()
+        self.subscription: anyio.CancelScope | None = None
+        self.after_reply: Callable[[], None] | None = None
+
+    async def send(self, line: bytes) -> None:
+        async with self.send_lock:
+            await self.stream.send(line)
+
+    async def serve(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self.tg = tg
+            try:
+                await self._read_loop()
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _read_loop(self) -> None:
+        buffer = bytearray()
+        discarding = False
+        while True:
+            try:
+                chunk = await self.stream.receive(READ_CHUNK)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return
+            start = 0
+            while True:
+                newline = chunk.find(b"\n", start)
+                if newline < 0:
+                    if not discarding:
+                        buffer += chunk[start:]
+                        if len(buffer) > self.max_bytes:
+                            buffer.clear()
+                            discarding = True
+                    break
+                if discarding:
+                    discarding = False
+                    await self.send(P.error_line(None, MessageTooLarge(
+                        f"message longer than {self.max_bytes} bytes; it was discarded")))  # fmt: skip
+                else:
+                    buffer += chunk[start:newline]
+                    if len(buffer) > self.max_bytes:
+                        await self.send(P.error_line(None, MessageTooLarge(
+                            f"message longer than {self.max_bytes} bytes; it was discarded")))  # fmt: skip
+                    elif buffer.strip():
+                        await self._handle_line(bytes(buffer))
+                    buffer.clear()
+                start = newline + 1
+
+    async def _handle_line(self, line: bytes) -> None:
+        req_id: Any = None
+        try:
+            request = P.decode_request(line)
+            req_id = request.id
+            result = await self._dispatch(request)
+        except SchedulerdError as exc:
+            if isinstance(exc.data, dict) and "id" in exc.data and req_id is None:
+                req_id = exc.data.pop("id")
+                if not exc.data:
+                    exc.data = None
+            log.info("request_failed", code=exc.code, error=exc.message)
+            await self.send(P.error_line(req_id, exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - report, never drop the connection
+            log.exception("request_crashed")
+            await self.send(P.error_line(req_id, SchedulerdError(f"internal error: {exc}")))
+            return
+        if not request.is_notification:
+            await self.send(P.result_line(req_id, result))
+        if self.after_reply is not None:
+            callback, self.after_reply = self.after_reply, None
+            callback()
+
+    async def _dispatch(self, request: P.Request) -> Any:
+        handler = HANDLERS.get(request.method)
+        if handler is None:
+            raise MethodNotFound(
+                f"unknown method {request.method!r}", data={"methods": sorted(HANDLERS)}
+            )
+        return await handler(self, request.params)
+
+
+# --- handlers -----------------------------------------------------------------------------
+
+Handler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
+
+
+def _no_params(params: dict[str, Any]) -> None:
+    if params:
+        raise InvalidParams(f"this method takes no params, got {sorted(params)}")
+
+
+async def daemon_ping(conn: Connection, params: dict[str, Any]) -> Any:
+    _no_params(params)
+    return {"pong": True, "version": __version__, "protocol": P.PROTOCOL_VERSION}
+
+
+async def daemon_info(conn: Connection, params: dict[str, Any]) -> Any:
+    _no_params(params)
+    ctx = conn.ctx
+    settings = ctx.settings_getter()
+    return {
+        "version": __version__,
+        "protocol": P.PROTOCOL_VERSION,
+        "pid": os.getpid(),
+        "uptime": time.time() - ctx.started_at,
+        "state_dir": str(settings.state_dir),
+        "socket": str(settings.socket_path),
+        "database": str(settings.database_path),
+        "config": None if settings.config_path is None else str(settings.config_path),
+        "max_active": settings.max_active,
+        "clusters": [w.status() for w in ctx.workers.values()],
+        "jobs": await ctx.store.count_by_state(),
+        "last_event": await ctx.store.last_event_id(),
+    }
+
+
+async def daemon_shutdown(conn: Connection, params: dict[str, Any]) -> Any:
+    _no_params(params)
+    conn.after_reply = conn.ctx.request_shutdown  # answer first, then stop
+    return {"stopping": True}
+
+
+def _cluster_views(ctx: ControlContext) -> tuple[dict[str, P.ClusterView], str]:
+    settings = ctx.settings_getter()
+    views = {
+        name: P.ClusterView(name=name, workdir=c.workdir, default_queue=c.default_queue,
+                            is_local=c.is_local_transport)  # fmt: skip
+        for name, c in settings.clusters.items()
+    }
+    default = "local" if "local" in views else next(iter(views))
+    return views, default
+
+
+async def job_submit(conn: Connection, params: dict[str, Any]) -> Any:
+    ctx = conn.ctx
+    if ctx.stopping:
+        raise ShuttingDown()
+    p = P.convert_params(params, P.SubmitParams)
+    if (p.job is None) == (p.jobs is None):
+        raise InvalidParams('give exactly one of "job" or "jobs"')
+    specs = [p.job] if p.job is not None else list(p.jobs or [])
+    if not specs:
+        raise InvalidParams('"jobs" is empty')
+    views, default = _cluster_views(ctx)
+    rows, positions = P.build_new_jobs(specs, views, default)
+    ids = await ctx.store.create_jobs(rows)
+    in_order = [ids[pos] for pos in positions]
+    log.info("jobs_accepted", count=len(in_order), first=in_order[0])
+    if p.job is not None:
+        return {"id": in_order[0], "ids": in_order}
+    return {"ids": in_order}
+
+
+async def job_get(conn: Connection, params: dict[str, Any]) -> Any:
+    p = P.convert_params(params, P.IdsParams)
+    if p.id is None or p.ids is not None or p.if_version is not None:
+        raise InvalidParams('job.get takes "id"')
+    job = await conn.ctx.store.get_job(p.id)
+    return P.job_to_wire(job, after=await conn.ctx.store.parents(job.id))
+
+
+async def job_list(conn: Connection, params: dict[str, Any]) -> Any:
+    p = P.convert_params(params, P.ListParams)
+    if not 1 <= p.limit <= MAX_LIST_LIMIT:
+        raise InvalidParams(f'"limit" must be between 1 and {MAX_LIST_LIMIT}')
+    filt = JobFilter(states=P.states_of(p.state), campaign=p.campaign, cluster=p.cluster, name=p.name)
+    jobs = await conn.ctx.store.list_jobs(filt, before_id=p.before, limit=p.limit)
+    return {
+        "jobs": [P.job_to_wire(j) for j in jobs],
+        "next": jobs[-1].id if len(jobs) == p.limit else None,
+    }
+
+
+def _action(action: str) -> Handler:
+    async def handle(conn: Connection, params: dict[str, Any]) -> Any:
+        p = P.convert_params(params, P.IdsParams)
+        ids = P.ids_of(p)
+        jobs = await conn.ctx.store.user_action(action, ids, if_version=p.if_version)
+        for worker in conn.ctx.workers.values():
+            worker.poke()
+        return {"jobs": [P.job_to_wire(j) for j in jobs]}
+
+    return handle
+
+
+async def events_list(conn: Connection, params: dict[str, Any]) -> Any:
+    p = P.convert_params(params, P.EventsParams)
+    if not 1 <= p.limit <= MAX_LIST_LIMIT:
+        raise InvalidParams(f'"limit" must be between 1 and {MAX_LIST_LIMIT}')
+    since = p.since or 0
+    events = await conn.ctx.store.events_since(since, limit=p.limit, job_ids=p.ids)
+    return {
+        "events": [P.event_to_wire(e) for e in events],
+        "cursor": events[-1].id if events else since,
+    }
+
+
+async def events_subscribe(conn: Connection, params: dict[str, Any]) -> Any:
+    p = P.convert_params(params, P.EventsParams)
+    store = conn.ctx.store
+    cursor = p.since if p.since is not None else await store.last_event_id()
+    if conn.subscription is not None:
+        conn.subscription.cancel()
+    scope = anyio.CancelScope()
+    conn.subscription = scope
+    ids = list(p.ids) if p.ids else None
+
+    async def stream() -> None:
+        nonlocal cursor
+        with scope:
+            while True:
+                changed = store.changed
+                events = await store.events_since(cursor, limit=1000, job_ids=ids)
+                for event in events:
+                    await conn.send(P.notification_line("events.event", P.event_to_wire(event)))
+                    cursor = event.id
+                if not events:
+                    await changed.wait()
+
+    # the reply goes out before the first notification: start after returning
+    async def start_later() -> None:
+        await anyio.sleep(0)
+        await stream()
+
+    conn.tg.start_soon(start_later)
+    return {"subscribed": True, "cursor": cursor}
+
+
+async def events_unsubscribe(conn: Connection, params: dict[str, Any]) -> Any:
+    _no_params(params)
+    if conn.subscription is not None:
+        conn.subscription.cancel()
+        conn.subscription = None
+        return {"unsubscribed": True}
+    return {"unsubscribed": False}
+
+
+HANDLERS: dict[str, Handler] = {
+    "daemon.ping": daemon_ping,
+    "daemon.info": daemon_info,
+    "daemon.shutdown": daemon_shutdown,
+    "job.submit": job_submit,
+    "job.get": job_get,
+    "job.list": job_list,
+    "job.cancel": _action("cancel"),
+    "job.hold": _action("hold"),
+    "job.release": _action("release"),
+    "job.retry": _action("retry"),
+    "events.list": events_list,
+    "events.subscribe": events_subscribe,
+    "events.unsubscribe": events_unsubscribe,
+}
+
+
+async def serve_control(
+    ctx: ControlContext,
+    path: Path,
+    *,
+    group: str | None,
+    max_bytes: int,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Bind the socket (0600, or 0660 with a group), then serve until cancelled."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.is_socket() or path.exists():
+        if await _socket_alive(path):
+            raise SchedulerdError(f"another daemon is listening on {path}")
+        path.unlink()
+    old_umask = os.umask(0o177 if group is None else 0o117)
+    try:
+        listener = await anyio.create_unix_listener(path)
+    finally:
+        os.umask(old_umask)
+    if group is not None:
+        try:
+            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+        except (KeyError, PermissionError) as exc:
+            await listener.aclose()
+            raise SchedulerdError(f"cannot give the socket to group {group!r}: {exc}") from exc
+        path.chmod(0o660)
+    else:
+        path.chmod(0o600)
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            raw = stream.extra(SocketAttribute.raw_socket)
+            pid, uid, gid = peer_credentials(raw)
+            if not peer_allowed(pid, uid, gid, group):
+                log.warning("peer_refused", uid=uid, pid=pid)
+                try:
+                    await stream.send(P.error_line(None, PermissionDenied(
+                        f"uid {uid} may not use this daemon")))  # fmt: skip
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass
+                return
+            await Connection(ctx, stream, max_bytes).serve()
+
+    try:
+        async with listener:
+            task_status.started()
+            await listener.serve(handle)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def _socket_alive(path: Path) -> bool:
+    try:
+        with anyio.fail_after(2):
+            stream = await anyio.connect_unix(path)
+    except (OSError, TimeoutError):
+        return False
+    await stream.aclose()
+    return True

@@ -1,0 +1,237 @@
+"""The composition root: wires store, drivers, cluster workers and the control server.
+
+Nothing else constructs them. ``run(settings, shutdown_trigger=...)`` is the whole
+daemon; ``main()`` is the console script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from schedulerd import __version__
+from schedulerd.config import ClusterConfig, Settings, load_settings
+from schedulerd.control import ControlContext, serve_control
+from schedulerd.drivers.api import Driver
+from schedulerd.drivers.local import LocalDriver
+from schedulerd.errors import ConfigError, SchedulerdError
+from schedulerd.scheduler import ClusterWorker
+from schedulerd.state.store import open_store
+
+log = structlog.get_logger("schedulerd")
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about READY/STOPPING/STATUS; no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify_failed", error=str(exc))
+
+
+def create_driver(cluster: ClusterConfig) -> Driver:
+    if cluster.scheduler == "local":
+        return LocalDriver(exit_read_timeout=cluster.exit_read_timeout)
+    from schedulerd.drivers.batch import create_batch_driver
+
+    return create_batch_driver(cluster)
+
+
+async def run(
+    settings: Settings,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    reload: Callable[[], Settings] | None = None,
+    handle_signals: bool = True,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT, ``daemon.shutdown`` or ``shutdown_trigger``."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = await open_store(settings.database_path)
+    store.retry_base = settings.retry_base
+    current = {"settings": settings}
+    stop = anyio.Event()
+    workers: dict[str, ClusterWorker] = {}
+    ctx = ControlContext(
+        store=store,
+        workers=workers,
+        settings_getter=lambda: current["settings"],
+        request_shutdown=stop.set,
+    )
+    try:
+        async with anyio.create_task_group() as root:
+            await root.start(store.run_writer)
+            async with anyio.create_task_group() as work:
+                for name, cluster in settings.clusters.items():
+                    workers[name] = ClusterWorker(cluster, settings, store, create_driver(cluster))
+                    work.start_soon(workers[name].run)
+                await work.start(
+                    functools.partial(
+                        serve_control,
+                        ctx,
+                        settings.socket_path,
+                        group=settings.socket_group,
+                        max_bytes=settings.max_message_bytes,
+                    )
+                )
+                if handle_signals:
+                    work.start_soon(_signals, stop, current, workers, work, store, reload)
+                if shutdown_trigger is not None:
+
+                    async def _trigger() -> None:
+                        await shutdown_trigger()
+                        stop.set()
+
+                    work.start_soon(_trigger)
+                log.info("daemon_ready", socket=str(settings.socket_path), pid=os.getpid(),
+                         clusters=sorted(workers), version=__version__)  # fmt: skip
+                sd_notify("READY=1\nSTATUS=ready")
+                task_status.started()
+                await stop.wait()
+                log.info("daemon_stopping")
+                sd_notify("STOPPING=1")
+                ctx.stopping = True
+                work.cancel_scope.cancel()
+            await store.close()
+    finally:
+        for worker in workers.values():
+            with anyio.CancelScope(shield=True):
+                await worker.driver.aclose()
+        await store.aclose_connections()
+        log.info("daemon_stopped")
+
+
+async def _signals(
+    stop: anyio.Event,
+    current: dict[str, Settings],
+    workers: dict[str, ClusterWorker],
+    tg: anyio.abc.TaskGroup,
+    store: Any,
+    reload: Callable[[], Settings] | None,
+) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum != signal.SIGHUP:
+                log.info("signal_received", signal=signal.Signals(signum).name)
+                stop.set()
+                return
+            if reload is None:
+                continue
+            try:
+                new = reload()
+            except SchedulerdError as exc:
+                log.error("reload_failed", error=exc.message)
+                continue
+            apply_reload(current, new, workers, tg, store)
+
+
+def apply_reload(
+    current: dict[str, Settings],
+    new: Settings,
+    workers: dict[str, ClusterWorker],
+    tg: anyio.abc.TaskGroup,
+    store: Any,
+) -> None:
+    """Limits and clusters change live; paths do not (they need a restart)."""
+    old = current["settings"]
+    if (new.state_dir, new.socket_path) != (old.state_dir, old.socket_path):
+        log.warning("reload_paths_ignored", detail="state_dir and socket change on restart only")
+    kept = Settings(
+        state_dir=old.state_dir,
+        socket_path=old.socket_path,
+        config_path=new.config_path,
+        clusters=new.clusters,
+        max_active=new.max_active,
+        socket_group=old.socket_group,
+        max_message_bytes=new.max_message_bytes,
+        retry_base=new.retry_base,
+        log_level=new.log_level,
+    )
+    current["settings"] = kept
+    store.retry_base = kept.retry_base
+    for name, cluster in kept.clusters.items():
+        if name in workers:
+            workers[name].reconfigure(cluster, kept)
+            workers[name].draining = False
+        else:
+            workers[name] = ClusterWorker(cluster, kept, store, create_driver(cluster))
+            tg.start_soon(workers[name].run)
+    for name, worker in workers.items():
+        if name not in kept.clusters:
+            # jobs already there are still watched; nothing new goes to it
+            worker.draining = True
+    log.info("config_reloaded", clusters=sorted(kept.clusters), max_active=kept.max_active)
+
+
+def configure_logging(level: str = "info", *, json_logs: bool | None = None) -> None:
+    if json_logs is None:
+        json_logs = not sys.stderr.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="schedulerd",
+        description="Carries batch-job campaigns to PBS, LSF, HTCondor and Slurm heads.",
+    )
+    parser.add_argument("--config", help="TOML config file (env SCHEDULERD_CONFIG)")
+    parser.add_argument("--state-dir", help="database directory (env SCHEDULERD_STATE_DIR)")
+    parser.add_argument("--socket", help="control socket path (env SCHEDULERD_SOCKET)")
+    parser.add_argument("--version", action="version", version=f"schedulerd {__version__}")
+    args = parser.parse_args(argv)
+
+    def load() -> Settings:
+        return load_settings(config=args.config, state_dir=args.state_dir, socket=args.socket)
+
+    try:
+        settings = load()
+    except ConfigError as exc:
+        print(f"schedulerd: {exc.message}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        anyio.run(lambda: run(settings, reload=load))
+    except SchedulerdError as exc:
+        log.error("daemon_failed", error=exc.message)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

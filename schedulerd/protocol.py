@@ -1,0 +1,388 @@
+"""The control protocol's pure half: JSON-RPC 2.0 framing, params, and wire shapes.
+
+One JSON object per line. No I/O here: the server (control.py) feeds lines in and
+writes the lines this module builds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from schedulerd.config import parse_duration, parse_memory_mb
+from schedulerd.errors import (
+    ConfigError,
+    DependencyCycle,
+    InvalidParams,
+    InvalidRequest,
+    InvalidSpec,
+    ParseRequestError,
+    SchedulerdError,
+)
+from schedulerd.drivers.wrapper import ENV_NAME
+from schedulerd.state.machine import State
+from schedulerd.state.store import Event, Job, NewJob
+
+PROTOCOL_VERSION = 1
+MAX_BATCH_LIST = 100_000  # ids per cancel/hold/... call
+_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,200}\Z")
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: int | str | None
+    method: str
+    params: dict[str, Any]
+    is_notification: bool
+
+
+def decode_request(line: bytes) -> Request:
+    """Parse one line into a request; ParseRequestError / InvalidRequest otherwise."""
+    try:
+        obj = _json_decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        raise ParseRequestError(f"malformed JSON: {exc}") from exc
+    if isinstance(obj, list):
+        raise InvalidRequest("batch requests are not supported; send one object per line")
+    if not isinstance(obj, dict):
+        raise InvalidRequest("a request is a JSON object")
+    if obj.get("jsonrpc") != "2.0":
+        raise InvalidRequest('"jsonrpc" must be "2.0"', data={"id": _safe_id(obj)})
+    method = obj.get("method")
+    if not isinstance(method, str) or not method:
+        raise InvalidRequest('"method" must be a non-empty string', data={"id": _safe_id(obj)})
+    req_id = obj.get("id")
+    if req_id is not None and (isinstance(req_id, bool) or not isinstance(req_id, int | str)):
+        raise InvalidRequest('"id" must be a string, a number or null')
+    params = obj.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise InvalidParams("params must be an object (named parameters)", data={"id": req_id})
+    return Request(id=req_id, method=method, params=params, is_notification="id" not in obj)
+
+
+def _safe_id(obj: dict[str, Any]) -> int | str | None:
+    value = obj.get("id")
+    return value if isinstance(value, int | str) and not isinstance(value, bool) else None
+
+
+def encode(obj: Any) -> bytes:
+    return _json_encoder.encode(obj) + b"\n"
+
+
+def result_line(req_id: int | str | None, result: Any) -> bytes:
+    return encode({"jsonrpc": "2.0", "id": req_id, "result": result})
+
+
+def error_line(req_id: int | str | None, error: SchedulerdError) -> bytes:
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.data is not None:
+        body["data"] = error.data
+    return encode({"jsonrpc": "2.0", "id": req_id, "error": body})
+
+
+def notification_line(method: str, params: Any) -> bytes:
+    return encode({"jsonrpc": "2.0", "method": method, "params": params})
+
+
+# --- params ------------------------------------------------------------------------------
+
+
+class JobSpecIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """One job as a client submits it."""
+
+    argv: list[str]
+    name: str | None = None
+    cluster: str | None = None
+    queue: str | None = None
+    cpus: int | None = None
+    memory: str | int | None = None
+    walltime: str | int | None = None
+    account: str | None = None
+    workdir: str | None = None
+    env: dict[str, str] = {}
+    after: list[int | str] = []
+    retries: int = 0
+    directives: list[str] = []
+    requeue: bool = False
+
+
+class SubmitParams(msgspec.Struct, forbid_unknown_fields=True):
+    job: JobSpecIn | None = None
+    jobs: list[JobSpecIn] | None = None
+
+
+class IdsParams(msgspec.Struct, forbid_unknown_fields=True):
+    id: int | None = None
+    ids: list[int] | None = None
+    if_version: int | None = None
+
+
+class ListParams(msgspec.Struct, forbid_unknown_fields=True):
+    state: str | list[str] | None = None
+    campaign: str | None = None
+    cluster: str | None = None
+    name: str | None = None
+    limit: int = 100
+    before: int | None = None
+
+
+class EventsParams(msgspec.Struct, forbid_unknown_fields=True):
+    since: int | None = None
+    limit: int = 1000
+    ids: list[int] | None = None
+
+
+def convert_params(params: dict[str, Any], kind: type[Any]) -> Any:
+    try:
+        return msgspec.convert(params, kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidParams(f"invalid params: {exc}") from exc
+
+
+def ids_of(p: IdsParams) -> list[int]:
+    if (p.id is None) == (p.ids is None):
+        raise InvalidParams('give exactly one of "id" or "ids"')
+    ids = [p.id] if p.id is not None else list(p.ids or [])
+    if not ids:
+        raise InvalidParams('"ids" is empty')
+    if len(ids) > MAX_BATCH_LIST:
+        raise InvalidParams(f'at most {MAX_BATCH_LIST} ids per call')
+    if p.if_version is not None and len(ids) != 1:
+        raise InvalidParams('"if_version" goes with a single job')
+    if len(set(ids)) != len(ids):
+        raise InvalidParams('"ids" lists a job twice')
+    return ids
+
+
+def states_of(value: str | list[str] | None) -> tuple[State, ...]:
+    if value is None:
+        return ()
+    names = [value] if isinstance(value, str) else value
+    try:
+        return tuple(State(n) for n in names)
+    except ValueError as exc:
+        raise InvalidParams(
+            f"unknown state in {names!r}; states are {', '.join(s.value for s in State)}"
+        ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """What validation needs to know about a configured cluster."""
+
+    name: str
+    workdir: str
+    default_queue: str | None
+    is_local: bool
+
+
+def build_new_jobs(
+    specs: list[JobSpecIn], clusters: dict[str, ClusterView], default_cluster: str
+) -> tuple[list[NewJob], list[int]]:
+    """Validate every spec (all or nothing) and turn them into store rows, in an order
+    where every in-batch parent comes before its children. Also returns, for each spec
+    in the caller's order, its position among the rows."""
+    from schedulerd.errors import UnknownCluster
+
+    problems: list[str] = []
+    names: dict[str, int] = {}
+    for n, spec in enumerate(specs):
+        if spec.name is not None:
+            if spec.name in names:
+                problems.append(f"jobs[{n}]: name {spec.name!r} is used twice in this call")
+            names[spec.name] = n
+    local_edges: list[list[int]] = []
+    for n, spec in enumerate(specs):
+        edges: list[int] = []
+        for ref in spec.after:
+            if isinstance(ref, str):
+                if ref not in names:
+                    problems.append(f"jobs[{n}].after: no job named {ref!r} in this call")
+                elif names[ref] == n:
+                    problems.append(f"jobs[{n}].after: a job cannot wait for itself")
+                else:
+                    edges.append(names[ref])
+            elif ref <= 0:
+                problems.append(f"jobs[{n}].after: {ref} is not a job id")
+        local_edges.append(edges)
+    if problems:
+        raise InvalidSpec("; ".join(problems[:20]), data={"errors": problems[:100]})
+    order = _topological(local_edges)
+    position = {old: new for new, old in enumerate(order)}
+
+    rows: list[NewJob] = []
+    for old in order:
+        spec = specs[old]
+        where = f"jobs[{old}]"
+        cluster_name = spec.cluster or default_cluster
+        cluster = clusters.get(cluster_name)
+        if cluster is None:
+            raise UnknownCluster(f"{where}: no cluster named {cluster_name!r}",
+                                 data={"clusters": sorted(clusters)})  # fmt: skip
+        try:
+            rows.append(_row(spec, where, cluster, [position[e] for e in local_edges[old]]))
+        except (ConfigError, ValueError) as exc:
+            raise InvalidSpec(f"{where}: {exc}") from exc
+    return rows, [position[n] for n in range(len(specs))]
+
+
+def _topological(edges: list[list[int]]) -> list[int]:
+    """Kahn's algorithm; DependencyCycle names one cycle."""
+    n = len(edges)
+    children: list[list[int]] = [[] for _ in range(n)]
+    indegree = [0] * n
+    for child, parents in enumerate(edges):
+        for p in parents:
+            children[p].append(child)
+            indegree[child] += 1
+    ready = deque(i for i in range(n) if indegree[i] == 0)
+    order: list[int] = []
+    while ready:
+        node = ready.popleft()
+        order.append(node)
+        for c in children[node]:
+            indegree[c] -= 1
+            if indegree[c] == 0:
+                ready.append(c)
+    if len(order) == n:
+        return order
+    # find a cycle among the rest to name it
+    rest = {i for i in range(n) if indegree[i] > 0}
+    start = min(rest)
+    path = [start]
+    seen = {start: 0}
+    node = start
+    while True:
+        node = next(p for p in edges[node] if p in rest)
+        if node in seen:
+            cycle = path[seen[node] :] + [node]
+            break
+        seen[node] = len(path)
+        path.append(node)
+    raise DependencyCycle(
+        "the dependencies form a cycle: " + " -> ".join(f"jobs[{i}]" for i in reversed(cycle)),
+        data={"cycle": list(reversed(cycle))},
+    )
+
+
+def _row(spec: JobSpecIn, where: str, cluster: ClusterView, local_parents: list[int]) -> NewJob:
+    if not spec.argv or not all(spec.argv):
+        raise ValueError("argv must be a non-empty list of non-empty strings")
+    if any("\0" in a for a in spec.argv):
+        raise ValueError("argv must not contain NUL characters")
+    name = spec.name or os.path.basename(spec.argv[0]) or "job"
+    if not _NAME.match(name):
+        name = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)[:200] or "job"
+        if spec.name is not None:
+            raise ValueError(f"name {spec.name!r}: use letters, digits and _.+- (at most 200)")
+    for key, value in spec.env.items():
+        if not ENV_NAME.match(key):
+            raise ValueError(f"env: {key!r} is not a valid variable name")
+        if "\0" in value:
+            raise ValueError(f"env: {key} contains a NUL character")
+    if spec.cpus is not None and spec.cpus <= 0:
+        raise ValueError("cpus must be positive")
+    if spec.retries < 0 or spec.retries > 100:
+        raise ValueError("retries must be between 0 and 100")
+    for text, label in ((spec.queue, "queue"), (spec.account, "account")):
+        if text is not None and (not text or re.search(r"[\s'\"\\$`;]", text)):
+            raise ValueError(f"{label} {text!r} is not a valid name")
+    for d in spec.directives:
+        if "\n" in d or "\r" in d or "\0" in d:
+            raise ValueError("directives must be single lines")
+    memory_mb = None if spec.memory is None else parse_memory_mb(spec.memory, what="memory")
+    walltime_s = None
+    if spec.walltime is not None:
+        walltime_s = int(parse_duration(spec.walltime, what="walltime"))
+        if walltime_s <= 0:
+            raise ValueError("walltime must be positive")
+    workdir = spec.workdir
+    if workdir is not None:
+        if "\0" in workdir or "\n" in workdir or not workdir:
+            raise ValueError("workdir is not a valid path")
+        if cluster.is_local and not os.path.isabs(workdir):
+            raise ValueError("workdir must be an absolute path")
+    payload: dict[str, Any] = {"argv": list(spec.argv)}
+    if spec.env:
+        payload["env"] = dict(spec.env)
+    for key, value in (("cpus", spec.cpus), ("memory_mb", memory_mb), ("walltime_s", walltime_s),
+                       ("account", spec.account)):  # fmt: skip
+        if value is not None:
+            payload[key] = value
+    if spec.directives:
+        payload["directives"] = list(spec.directives)
+    if spec.requeue:
+        payload["requeue"] = True
+    return NewJob(
+        name=name,
+        cluster=cluster.name,
+        # "{id}" is replaced by the job id when the store assigns it
+        workdir=workdir or f"{cluster.workdir}/{{id}}",
+        spec=payload,
+        queue=spec.queue or cluster.default_queue,
+        max_attempts=spec.retries + 1,
+        after=tuple(a for a in spec.after if isinstance(a, int)),
+        after_local=tuple(local_parents),
+    )
+
+
+# --- wire shapes -------------------------------------------------------------------------
+
+
+def job_to_wire(job: Job, *, after: list[int] | None = None) -> dict[str, Any]:
+    spec = job.spec
+    out: dict[str, Any] = {
+        "id": job.id,
+        "name": job.name,
+        "state": job.state.value,
+        "exit_code": job.exit_code,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "version": job.version,
+        "cluster": job.cluster,
+        "queue": job.queue,
+        "native_id": job.native_id,
+        "submit_name": job.submit_name,
+        "campaign": job.campaign,
+        "reason": job.reason,
+        "argv": spec.get("argv"),
+        "env": spec.get("env", {}),
+        "cpus": spec.get("cpus"),
+        "memory_mb": spec.get("memory_mb"),
+        "walltime_s": spec.get("walltime_s"),
+        "account": spec.get("account"),
+        "workdir": job.workdir,
+        "stdout": f"{job.workdir}/{job.submit_name}.out",
+        "stderr": f"{job.workdir}/{job.submit_name}.err",
+        "not_before": job.not_before,
+        "created_at": job.created_at,
+        "queued_at": job.queued_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+    if after is not None:
+        out["after"] = after
+    return out
+
+
+def event_to_wire(event: Event) -> dict[str, Any]:
+    return {
+        "cursor": event.id,
+        "job_id": event.job_id,
+        "at": event.at,
+        "from": None if event.from_state is None else event.from_state.value,
+        "to": event.to_state.value,
+        "reason": event.reason,
+        "attempt": event.attempt,
+        "native_id": event.native_id,
+        "version": event.version,
+    }

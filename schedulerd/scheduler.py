@@ -1,0 +1,330 @@
+"""Per-cluster workers: reconcile after a crash, submit what is ready, poll what runs.
+
+A worker never decides a job's fate from a transport failure: the head being
+unreachable pauses the worker (the driver's backoff), and job states stay as they are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import structlog
+
+from schedulerd.config import ClusterConfig, Settings
+from schedulerd.drivers.api import ActiveJob, Driver
+from schedulerd.drivers.base import JobRequest, Observation, Phase, SubmitResult
+from schedulerd.errors import SchedulerdError, TransportError
+from schedulerd.state import machine
+from schedulerd.state.machine import State
+from schedulerd.state.store import Change, Job, Store
+
+log = structlog.get_logger(__name__)
+
+PHASE_TO_STATE = {
+    Phase.QUEUED: State.QUEUED,
+    Phase.RUNNING: State.RUNNING,
+    Phase.HELD: State.HELD,
+    Phase.COMPLETED: State.COMPLETED,
+    Phase.FAILED: State.FAILED,
+    Phase.TIMEOUT: State.TIMEOUT,
+    Phase.CANCELLED: State.CANCELLED,
+    Phase.GONE: State.LOST,
+}
+
+
+def job_request(job: Job) -> JobRequest:
+    """What a driver needs from a stored job (the current attempt)."""
+    spec = job.spec
+    return JobRequest(
+        job_id=job.id,
+        attempt=job.attempt,
+        name=job.submit_name,
+        argv=tuple(spec["argv"]),
+        workdir=job.workdir,
+        env=dict(spec.get("env") or {}),
+        queue=job.queue,
+        cpus=spec.get("cpus"),
+        memory_mb=spec.get("memory_mb"),
+        walltime_s=spec.get("walltime_s"),
+        account=spec.get("account"),
+        extra_directives=tuple(spec.get("directives") or ()),
+        requeue=bool(spec.get("requeue", False)),
+    )
+
+
+class TokenBucket:
+    """``count`` submissions per ``period`` seconds."""
+
+    def __init__(self, count: int, period: float) -> None:
+        self.capacity = count
+        self.rate = count / period
+        self.tokens = float(count)
+        self.stamp = time.monotonic()
+
+    def available(self) -> int:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return int(self.tokens)
+
+    def take(self, n: int) -> None:
+        self.tokens -= n
+
+    def seconds_until_one(self) -> float:
+        return max(0.0, (1 - self.tokens) / self.rate)
+
+
+def observation_change(job: Job, obs: Observation, now: float) -> Change | None:
+    """The transition an observation asks for, or None when it brings no news."""
+    target = PHASE_TO_STATE[obs.phase]
+    fields: dict[str, Any] = {}
+    if obs.exit_code is not None and target in machine.TERMINAL:
+        fields["exit_code"] = obs.exit_code
+    if target is State.RUNNING and job.started_at is None:
+        fields["started_at"] = obs.started_at or now
+    if target in machine.TERMINAL:
+        if obs.started_at and job.started_at is None:
+            fields["started_at"] = obs.started_at
+        fields["finished_at"] = obs.finished_at or now
+    if target is job.state:
+        if target is State.HELD and obs.reason != job.reason:
+            return Change(job_id=job.id, to=target, expect_version=job.version, reason=obs.reason)
+        return None
+    if not machine.is_legal(job.state, target):
+        log.warning("observation_ignored", job_id=job.id, state=job.state, observed=obs.phase)
+        return None
+    reason = obs.reason
+    if reason is None and target in (State.FAILED,) and obs.exit_code is not None:
+        reason = f"exit code {obs.exit_code}"
+    return Change(
+        job_id=job.id,
+        to=target,
+        expect_state=job.state,
+        expect_version=job.version,
+        reason=reason,
+        fields=fields,
+    )
+
+
+class ClusterWorker:
+    def __init__(
+        self, config: ClusterConfig, settings: Settings, store: Store, driver: Driver
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.store = store
+        self.driver = driver
+        self.name = config.name
+        self.draining = False
+        self.foreign_jobs = 0
+        self.last_poll: float | None = None
+        self.last_error: str | None = None
+        self._poll_now = anyio.Event()
+        self._bucket = TokenBucket(*config.submit_rate) if config.submit_rate else None
+        self._log = log.bind(cluster=self.name)
+
+    def poke(self) -> None:
+        """Poll soon (a user action may have work for the head)."""
+        self._poll_now.set()
+
+    def reconfigure(self, config: ClusterConfig, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self._bucket = TokenBucket(*config.submit_rate) if config.submit_rate else None
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self.reconcile()
+        task_status.started()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._submit_loop)
+            tg.start_soon(self._poll_loop)
+
+    # --- crash recovery (invariant 2) ---------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Jobs left in ``submitting`` by a crash: adopt if the head has them, else resubmit."""
+        while True:
+            stuck = await self.store.jobs_in_states(self.name, [State.SUBMITTING])
+            if not stuck:
+                return
+            try:
+                found = await self.driver.lookup([job_request(j) for j in stuck])
+            except TransportError as exc:
+                self._log.warning("head_unreachable", error=str(exc), during="reconcile")
+                await anyio.sleep(min(30.0, self.config.poll_interval))
+                continue
+            changes = []
+            for job in stuck:
+                native = found.get(job.submit_name)
+                if native is not None:
+                    changes.append(Change(job_id=job.id, to=State.QUEUED, expect_state=State.SUBMITTING,
+                                          reason=f"adopted {native} after restart",
+                                          fields={"native_id": native, "queued_at": time.time()}))  # fmt: skip
+                else:
+                    changes.append(Change(job_id=job.id, to=State.READY, expect_state=State.SUBMITTING,
+                                          reason="not on the head after restart; resubmitting"))  # fmt: skip
+            await self.store.apply(changes)
+            self._log.info("reconciled", adopted=sum(c.to is State.QUEUED for c in changes),
+                           resubmitted=sum(c.to is State.READY for c in changes))  # fmt: skip
+            return
+
+    # --- submitting ---------------------------------------------------------------------
+
+    def _slots(self) -> int:
+        return max(0, self.config.max_jobs - self.foreign_jobs)
+
+    async def _submit_loop(self) -> None:
+        while True:
+            submitted = 0
+            if not self.draining:
+                submitted = await self.submit_once()
+            if submitted:
+                self._poll_now.set()
+                continue
+            await self._wait_for_work()
+
+    async def _wait_for_work(self) -> None:
+        timeout = 5.0
+        if self._bucket is not None and self._bucket.available() < 1:
+            timeout = min(timeout, self._bucket.seconds_until_one())
+        nxt = await self.store.next_not_before(self.name)
+        if nxt is not None:
+            timeout = min(timeout, max(0.05, nxt - time.time()))
+        with anyio.move_on_after(timeout):
+            await self.store.wait_work()
+
+    async def submit_once(self) -> int:
+        limit = self.config.submit_batch
+        if self._bucket is not None:
+            limit = min(limit, self._bucket.available())
+            if limit <= 0:
+                return 0
+        claimed = await self.store.claim_for_submit(
+            self.name,
+            slots=self._slots(),
+            global_slots=self.settings.max_active,
+            limit=limit,
+        )
+        if not claimed:
+            return 0
+        if self._bucket is not None:
+            self._bucket.take(len(claimed))
+        requests = [job_request(j) for j in claimed]
+        try:
+            results = await self.driver.submit(requests)
+        except TransportError as exc:
+            # Nothing decided; the submit may or may not have reached the head, so the
+            # jobs stay `submitting` and are reconciled by name like after a crash.
+            self.last_error = str(exc)
+            self._log.warning("head_unreachable", error=str(exc), during="submit")
+            await anyio.sleep(1.0)
+            await self.reconcile()
+            return 0
+        await self._record_submits(claimed, results)
+        return len(claimed)
+
+    async def _record_submits(self, claimed: Sequence[Job], results: Sequence[SubmitResult]) -> None:
+        now = time.time()
+        changes = []
+        for job, result in zip(claimed, results, strict=True):
+            if result.native_id is not None:
+                changes.append(Change(job_id=job.id, to=State.QUEUED, expect_state=State.SUBMITTING,
+                                      reason=f"submitted as {result.native_id}",
+                                      fields={"native_id": result.native_id, "queued_at": now}))  # fmt: skip
+            elif result.transient:
+                changes.append(Change(job_id=job.id, to=State.READY, expect_state=State.SUBMITTING,
+                                      reason=f"submit deferred: {result.error}",
+                                      fields={"not_before": now + 30.0}))  # fmt: skip
+            else:
+                changes.append(Change(job_id=job.id, to=State.FAILED, expect_state=State.SUBMITTING,
+                                      reason=f"submit refused: {result.error}"))  # fmt: skip
+        with anyio.CancelScope(shield=True):
+            outcome = await self.store.apply(changes)
+        orphans = [
+            r.native_id
+            for r, o in zip(results, outcome, strict=True)
+            if r.native_id is not None and isinstance(o, SchedulerdError)
+        ]
+        if orphans:
+            # cancelled while submitting: take it off the head again
+            self._log.info("cancel_after_submit", native_ids=orphans)
+            try:
+                await self.driver.cancel(orphans)
+            except SchedulerdError as exc:
+                self._log.warning("cancel_failed", error=str(exc))
+        self._log.info("jobs_submitted", count=sum(r.native_id is not None for r in results))
+
+    # --- polling ------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except TransportError as exc:
+                self.last_error = str(exc)
+                self._log.warning("head_unreachable", error=str(exc), during="poll")
+            with anyio.move_on_after(self.config.poll_interval):
+                await self._poll_now.wait()
+            self._poll_now = anyio.Event()
+
+    async def poll_once(self) -> None:
+        await self._kill_pending()
+        watched = await self.store.jobs_in_states(
+            self.name, [State.QUEUED, State.RUNNING, State.HELD]
+        )
+        watched = [j for j in watched if j.native_id is not None]
+        active = [
+            ActiveJob(
+                job_id=j.id,
+                native_id=j.native_id or "",
+                request=job_request(j),
+                submitted_at=j.queued_at or j.created_at,
+            )
+            for j in watched
+        ]
+        result = await self.driver.poll(active)
+        self.last_poll = time.time()
+        self.last_error = None
+        if result.user_jobs is not None:
+            ours = len(watched)
+            self.foreign_jobs = max(0, result.user_jobs - ours)
+        now = time.time()
+        by_native = {j.native_id: j for j in watched}
+        changes = []
+        for native_id, obs in result.observations.items():
+            job = by_native.get(native_id)
+            if job is None:
+                continue
+            change = observation_change(job, obs, now)
+            if change is not None:
+                changes.append(change)
+        if changes:
+            with anyio.CancelScope(shield=True):
+                outcome = await self.store.apply(changes)
+            for o in outcome:
+                if isinstance(o, SchedulerdError):
+                    self._log.info("observation_conflict", error=str(o))
+
+    async def _kill_pending(self) -> None:
+        doomed = await self.store.kill_pending(self.name)
+        if not doomed:
+            return
+        await self.driver.cancel([j.native_id for j in doomed if j.native_id])
+        await self.store.clear_kill_pending([j.id for j in doomed])
+        self._log.info("jobs_cancelled_on_head", count=len(doomed))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "scheduler": self.config.scheduler,
+            "host": self.config.host,
+            "max_jobs": self.config.max_jobs,
+            "foreign_jobs": self.foreign_jobs,
+            "draining": self.draining,
+            "last_poll": self.last_poll,
+            "last_error": self.last_error,
+            "poll_interval": self.config.poll_interval,
+        }

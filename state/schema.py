@@ -1,0 +1,83 @@
+"""SQLite schema and its migrations, versioned with ``PRAGMA user_version``.
+
+Migration N takes a database at version N-1 to version N. Never edit a migration that
+has shipped; add the next one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, deps, events, campaigns, settings
+    """
+    CREATE TABLE jobs (
+        id           INTEGER PRIMARY KEY,
+        name         TEXT NOT NULL,
+        campaign     TEXT,
+        step         TEXT,
+        idx          INTEGER,
+        state        TEXT NOT NULL,
+        attempt      INTEGER NOT NULL DEFAULT 1,
+        max_attempts INTEGER NOT NULL DEFAULT 1,
+        epoch        INTEGER NOT NULL DEFAULT 0,
+        version      INTEGER NOT NULL DEFAULT 1,
+        cluster      TEXT NOT NULL,
+        queue        TEXT,
+        workdir      TEXT NOT NULL,
+        native_id    TEXT,
+        spec         TEXT NOT NULL,
+        fingerprint  TEXT,
+        result       TEXT,
+        exit_code    INTEGER,
+        reason       TEXT,
+        not_before   REAL,
+        kill_pending INTEGER NOT NULL DEFAULT 0,
+        created_at   REAL NOT NULL,
+        queued_at    REAL,
+        started_at   REAL,
+        finished_at  REAL
+    );
+    CREATE INDEX jobs_by_state ON jobs(state, id);
+    CREATE INDEX jobs_by_cluster_state ON jobs(cluster, state, id);
+    CREATE INDEX jobs_by_campaign ON jobs(campaign, id) WHERE campaign IS NOT NULL;
+    CREATE INDEX jobs_by_name ON jobs(name, id);
+    CREATE INDEX jobs_kill_pending ON jobs(cluster, id) WHERE kill_pending = 1;
+
+    CREATE TABLE deps (
+        parent INTEGER NOT NULL,
+        child  INTEGER NOT NULL,
+        PRIMARY KEY (parent, child)
+    ) WITHOUT ROWID;
+    CREATE INDEX deps_by_child ON deps(child, parent);
+
+    CREATE TABLE events (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id     INTEGER NOT NULL,
+        at         REAL NOT NULL,
+        from_state TEXT,
+        to_state   TEXT NOT NULL,
+        reason     TEXT,
+        attempt    INTEGER NOT NULL,
+        native_id  TEXT,
+        version    INTEGER NOT NULL,
+        data       TEXT
+    );
+    CREATE INDEX events_by_job ON events(job_id, id);
+
+    CREATE TABLE campaigns (
+        name           TEXT PRIMARY KEY,
+        spec           TEXT NOT NULL,
+        deadline       REAL,
+        failure_policy TEXT,
+        priority       INTEGER NOT NULL DEFAULT 0,
+        state          TEXT NOT NULL,
+        created_at     REAL NOT NULL
+    );
+
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,852 @@
+"""The SQLite store: the only writer of the database, and its queries.
+
+* WAL journal; ``synchronous=FULL`` on the writer so an acknowledged write survives a
+  power cut (invariant 1).
+* One writer task drains a queue of write operations and group-commits them: each
+  operation runs inside its own SAVEPOINT of a shared ``BEGIN IMMEDIATE`` transaction,
+  so one failing operation rolls back alone while the others commit together.
+* Every state change is a compare-and-set ``UPDATE ... WHERE id=? AND state=? AND
+  version=?`` plus an ``events`` row in the same transaction.
+* Reads go through a second, read-only connection (WAL readers never block the writer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import anyio
+import structlog
+
+from schedulerd.errors import (
+    Conflict,
+    InvalidTransition,
+    JobNotFound,
+    SchedulerdError,
+    ShuttingDown,
+    UnknownDependency,
+)
+from schedulerd.state import machine
+from schedulerd.state.machine import State
+from schedulerd.state.schema import MIGRATIONS, SCHEMA_VERSION
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+JOB_COLUMNS = (
+    "id", "name", "campaign", "step", "idx", "state", "attempt", "max_attempts", "epoch",
+    "version", "cluster", "queue", "workdir", "native_id", "spec", "fingerprint", "result",
+    "exit_code", "reason", "not_before", "kill_pending", "created_at", "queued_at",
+    "started_at", "finished_at",
+)  # fmt: skip
+_SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
+EVENT_COLUMNS = (
+    "id", "job_id", "at", "from_state", "to_state", "reason", "attempt", "native_id",
+    "version", "data",
+)  # fmt: skip
+_SELECT_EVENT = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+# columns a transition may set besides state/version
+MUTABLE = frozenset(
+    {"attempt", "max_attempts", "native_id", "exit_code", "reason", "not_before",
+     "kill_pending", "queued_at", "started_at", "finished_at", "result", "epoch"}
+)  # fmt: skip
+SQLITE_MAX_VARS = 30000  # well below SQLITE_MAX_VARIABLE_NUMBER (32766)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    id: int
+    name: str
+    campaign: str | None
+    step: str | None
+    idx: int | None
+    state: State
+    attempt: int
+    max_attempts: int
+    epoch: int
+    version: int
+    cluster: str
+    queue: str | None
+    workdir: str
+    native_id: str | None
+    spec: dict[str, Any]
+    fingerprint: str | None
+    result: Any
+    exit_code: int | None
+    reason: str | None
+    not_before: float | None
+    kill_pending: bool
+    created_at: float
+    queued_at: float | None
+    started_at: float | None
+    finished_at: float | None
+
+    @property
+    def submit_name(self) -> str:
+        return f"sd-{self.id}-{self.attempt}"
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Job:
+        values = dict(zip(JOB_COLUMNS, row, strict=True))
+        values["state"] = State(values["state"])
+        values["spec"] = json.loads(values["spec"])
+        values["result"] = None if values["result"] is None else json.loads(values["result"])
+        values["kill_pending"] = bool(values["kill_pending"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    id: int
+    job_id: int
+    at: float
+    from_state: State | None
+    to_state: State
+    reason: str | None
+    attempt: int
+    native_id: str | None
+    version: int
+    data: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Event:
+        values = dict(zip(EVENT_COLUMNS, row, strict=True))
+        values["from_state"] = None if values["from_state"] is None else State(values["from_state"])
+        values["to_state"] = State(values["to_state"])
+        values["data"] = None if values["data"] is None else json.loads(values["data"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    """A job to create. ``after`` are existing job ids; ``after_local`` are indexes of
+    earlier jobs in the same ``create_jobs`` call."""
+
+    name: str
+    cluster: str
+    workdir: str
+    spec: dict[str, Any]
+    queue: str | None = None
+    max_attempts: int = 1
+    campaign: str | None = None
+    step: str | None = None
+    idx: int | None = None
+    fingerprint: str | None = None
+    after: tuple[int, ...] = ()
+    after_local: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """A requested transition of one job (compare-and-set on state and version)."""
+
+    job_id: int
+    to: State
+    expect_state: State | frozenset[State] | None = None
+    expect_version: int | None = None
+    reason: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFilter:
+    states: tuple[State, ...] = ()
+    campaign: str | None = None
+    cluster: str | None = None
+    name: str | None = None
+
+
+def retry_delay(attempt: int, *, base: float = 30.0, cap: float = 3600.0) -> float:
+    """Backoff before attempt ``attempt + 1``: 30 s, 60 s, 120 s, ... capped at an hour."""
+    return min(cap, base * math.pow(2, max(0, attempt - 1)))
+
+
+class _Op:
+    __slots__ = ("done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> None:
+        self.fn = fn
+        self.done = anyio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class Store:
+    """Open with :func:`open_store`; run :meth:`run_writer` in the task group."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self.path = path
+        self._db = writer
+        self._reader = reader
+        send, receive = anyio.create_memory_object_stream[_Op](max_buffer_size=math.inf)
+        self._send = send
+        self._receive = receive
+        self._changed = anyio.Event()
+        self._work = anyio.Event()
+        self._work_pending = False
+        self._closed = False
+        self.retry_base = 30.0
+        self.clock: Callable[[], float] = time.time
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run_writer(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The single writer: group-commits queued operations until :meth:`close`."""
+        task_status.started()
+        async with self._receive:
+            while True:
+                try:
+                    first = await self._receive.receive()
+                except anyio.EndOfStream:
+                    return
+                batch = [first]
+                while len(batch) < 1000:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                with anyio.CancelScope(shield=True):
+                    await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Op]) -> None:
+        db = self._db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                await db.execute("SAVEPOINT op")
+                try:
+                    op.result = await op.fn(db)
+                except Exception as exc:  # noqa: BLE001 - handed to the caller
+                    op.error = exc
+                    await db.execute("ROLLBACK TO op")
+                await db.execute("RELEASE op")
+            await db.execute("COMMIT")
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed
+            log.error("store_commit_failed", error=str(exc))
+            try:
+                await db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            for op in batch:
+                if op.error is None:
+                    op.error = SchedulerdError(f"database write failed: {exc}")
+        for op in batch:
+            op.done.set()
+        self._changed.set()
+        self._changed = anyio.Event()
+        if self._work_pending:
+            self._work_pending = False
+            self._work.set()
+            self._work = anyio.Event()
+
+    async def write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run ``fn`` inside the writer's transaction; return once it is committed."""
+        if self._closed:
+            raise ShuttingDown("the store is closed")
+        op = _Op(fn)
+        self._send.send_nowait(op)
+        with anyio.CancelScope(shield=True):
+            # the write goes ahead regardless; never leave before knowing its outcome
+            await op.done.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result  # type: ignore[no-any-return]
+
+    async def wait_work(self) -> None:
+        """Return after a commit that made a job ready or freed a slot."""
+        await self._work.wait()
+
+    @property
+    def changed(self) -> anyio.Event:
+        """Set by the next commit (take it before reading, then wait on it)."""
+        return self._changed
+
+    async def close(self) -> None:
+        """Stop accepting writes; the writer drains what is queued and returns."""
+        if not self._closed:
+            self._closed = True
+            self._send.close()
+
+    async def aclose_connections(self) -> None:
+        await self._reader.close()
+        await self._db.close()
+
+    # --- writes -----------------------------------------------------------------------------
+
+    async def create_jobs(self, jobs: Sequence[NewJob]) -> list[int]:
+        """Insert jobs, their dependencies and their creation events; return their ids."""
+        now = self.clock()
+
+        async def op(db: aiosqlite.Connection) -> list[int]:
+            parent_ids = sorted({p for job in jobs for p in job.after})
+            parent_states = await _states_of(db, parent_ids)
+            missing = [p for p in parent_ids if p not in parent_states]
+            if missing:
+                raise UnknownDependency(
+                    f"no job with id {', '.join(map(str, missing[:10]))}"
+                    + (" ..." if len(missing) > 10 else ""),
+                    data={"missing": missing[:100]},
+                )
+            async with db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs") as cur:
+                row = await cur.fetchone()
+            first_id = int(row[0]) + 1 if row else 1
+            ids = list(range(first_id, first_id + len(jobs)))
+            states: list[State] = []
+            job_rows = []
+            event_rows = []
+            dep_rows = []
+            for n, job in enumerate(jobs):
+                parents = [parent_states[p] for p in job.after]
+                parents += [states[i] for i in job.after_local]
+                state = machine.initial_state(parents)
+                states.append(state)
+                jid = ids[n]
+                workdir = job.workdir.replace("{id}", str(jid))
+                spec_json = json.dumps(job.spec, separators=(",", ":"))
+                job_rows.append(
+                    (jid, job.name, job.campaign, job.step, job.idx, state.value,
+                     job.max_attempts, job.cluster, job.queue, workdir, spec_json,
+                     job.fingerprint, now)
+                )  # fmt: skip
+                created = {
+                    "name": job.name, "campaign": job.campaign, "step": job.step,
+                    "idx": job.idx, "cluster": job.cluster, "queue": job.queue,
+                    "workdir": workdir, "max_attempts": job.max_attempts,
+                    "fingerprint": job.fingerprint,
+                }  # fmt: skip
+                data = json.dumps(created, separators=(",", ":"))[:-1] + f',"spec":{spec_json}}}'
+                reason = "created" if state is not State.SKIPPED else "a parent did not complete"
+                event_rows.append((jid, now, None, state.value, reason, 1, None, 1, data))
+                dep_rows += [(p, jid) for p in job.after]
+                dep_rows += [(ids[i], jid) for i in job.after_local]
+            await db.executemany(
+                "INSERT INTO jobs (id, name, campaign, step, idx, state, max_attempts, cluster,"
+                " queue, workdir, spec, fingerprint, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                job_rows,
+            )
+            await db.executemany(
+                "INSERT INTO events (job_id, at, from_state, to_state, reason, attempt,"
+                " native_id, version, data) VALUES (?,?,?,?,?,?,?,?,?)",
+                event_rows,
+            )
+            if dep_rows:
+                await db.executemany("INSERT OR IGNORE INTO deps VALUES (?, ?)", dep_rows)
+            if State.READY in states:
+                self._work_pending = True
+            return ids
+
+        return await self.write(op)
+
+    async def apply(self, changes: Sequence[Change]) -> list[Job | SchedulerdError]:
+        """Apply transitions (CAS each); per change, the new job row or the error.
+
+        Automatic retries and dependency effects (children released or skipped) are
+        applied in the same transaction.
+        """
+
+        async def op(db: aiosqlite.Connection) -> list[Job | SchedulerdError]:
+            return await self._apply(db, changes)
+
+        return await self.write(op)
+
+    async def _apply(
+        self, db: aiosqlite.Connection, changes: Sequence[Change]
+    ) -> list[Job | SchedulerdError]:
+        now = self.clock()
+        current = await _jobs_by_id(db, [c.job_id for c in changes])
+        results: list[Job | SchedulerdError] = []
+        finished: list[Job] = []
+        for change in changes:
+            job = current.get(change.job_id)
+            if job is None:
+                results.append(JobNotFound(f"no job with id {change.job_id}"))
+                continue
+            try:
+                new = await self._transition(db, job, change, now)
+            except SchedulerdError as exc:
+                results.append(exc)
+                continue
+            current[job.id] = new
+            if new.state in machine.TERMINAL:
+                follow = machine.after_finish(
+                    new.state, attempt=new.attempt, max_attempts=new.max_attempts
+                )
+                if follow is not None:
+                    delay = retry_delay(new.attempt, base=self.retry_base)
+                    new = await self._transition(
+                        db,
+                        new,
+                        Change(
+                            job_id=new.id,
+                            to=follow,
+                            reason=f"retry {new.attempt + 1}/{new.max_attempts}",
+                            fields=_fresh_attempt(new.attempt + 1, now + delay),
+                        ),
+                        now,
+                    )
+                    current[job.id] = new
+                else:
+                    finished.append(new)
+            results.append(new)
+        if finished:
+            await self._propagate(db, finished, now)
+        return results
+
+    async def _transition(
+        self, db: aiosqlite.Connection, job: Job, change: Change, now: float
+    ) -> Job:
+        expect = change.expect_state
+        if expect is not None:
+            allowed = expect if isinstance(expect, frozenset) else frozenset({expect})
+            if job.state not in allowed:
+                raise InvalidTransition(
+                    f"job {job.id} is {job.state}, not {'/'.join(sorted(allowed))}"
+                )
+        if change.expect_version is not None and change.expect_version != job.version:
+            raise Conflict(
+                f"job {job.id} is at version {job.version}, not {change.expect_version}",
+                data={"version": job.version},
+            )
+        if change.to is job.state and not change.fields:
+            return job  # nothing to do (idempotent observation)
+        if change.to is not job.state:
+            machine.check(job.state, change.to)
+        unknown = set(change.fields) - MUTABLE
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)}")
+        fields = dict(change.fields)
+        if change.reason is not None or change.to is not job.state:
+            fields["reason"] = change.reason
+        if change.to in machine.TERMINAL and "finished_at" not in fields and job.finished_at is None:
+            fields["finished_at"] = now
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        sql = (
+            f"UPDATE jobs SET state = ?, version = version + 1{', ' + sets if sets else ''}"
+            " WHERE id = ? AND state = ? AND version = ?"
+        )
+        stored = {k: (json.dumps(v) if k == "result" and v is not None else v) for k, v in fields.items()}
+        cur = await db.execute(sql, (change.to.value, *stored.values(), job.id, job.state.value, job.version))
+        if cur.rowcount != 1:
+            raise Conflict(f"job {job.id} changed meanwhile")
+        if change.to is State.READY or change.to in machine.TERMINAL:
+            self._work_pending = True
+        new = dataclasses.replace(job, **fields, state=change.to, version=job.version + 1)
+        if "kill_pending" in fields:
+            new = dataclasses.replace(new, kill_pending=bool(fields["kill_pending"]))
+        data = {k: v for k, v in fields.items() if k != "reason"}
+        await db.execute(
+            "INSERT INTO events (job_id, at, from_state, to_state, reason, attempt, native_id,"
+            " version, data) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                job.id, now, job.state.value, change.to.value, change.reason, new.attempt,
+                new.native_id, new.version, json.dumps(data) if data else None,
+            ),
+        )  # fmt: skip
+        return new
+
+    async def _propagate(self, db: aiosqlite.Connection, finished: list[Job], now: float) -> None:
+        """Release children whose parents all completed; skip children of failures."""
+        todo = list(finished)
+        while todo:
+            ids = [j.id for j in todo]
+            outcome = {j.id: j.state for j in todo}
+            todo = []
+            children = await _children_of(db, ids)
+            if not children:
+                return
+            kids = await _jobs_by_id(db, sorted({c for _, c in children}))
+            for parent, child_id in children:
+                child = kids.get(child_id)
+                if child is None:
+                    continue
+                if outcome[parent] in machine.UNSUCCESSFUL:
+                    if child.state in (State.PENDING, State.READY, State.HELD) and not child.native_id:
+                        new = await self._transition(
+                            db, child,
+                            Change(job_id=child_id, to=State.SKIPPED,
+                                   reason=f"parent {parent} ended {outcome[parent]}"),
+                            now,
+                        )  # fmt: skip
+                        kids[child_id] = new
+                        todo.append(new)
+                elif child.state is State.PENDING:
+                    parents = await _parents_of(db, child_id)
+                    states = await _states_of(db, parents)
+                    if machine.initial_state(states.values()) is State.READY:
+                        kids[child_id] = await self._transition(
+                            db, child,
+                            Change(job_id=child_id, to=State.READY, reason="parents completed"),
+                            now,
+                        )  # fmt: skip
+
+    async def user_action(
+        self, action: str, job_ids: Sequence[int], *, if_version: int | None = None
+    ) -> list[Job]:
+        """cancel / hold / release / retry, each checked against the state machine.
+
+        All or nothing: if any job cannot take the action, nothing changes and the first
+        error is raised (its ``data`` lists every refused job)."""
+        now = self.clock()
+
+        async def op(db: aiosqlite.Connection) -> list[Job]:
+            current = await _jobs_by_id(db, list(job_ids))
+            changes: list[Change] = []
+            early: dict[int, SchedulerdError] = {}
+            for jid in job_ids:
+                job = current.get(jid)
+                if job is None:
+                    early[jid] = JobNotFound(f"no job with id {jid}")
+                    continue
+                try:
+                    target = machine.action_target(
+                        action, job.state, has_native_id=job.native_id is not None
+                    )
+                except SchedulerdError as exc:
+                    early[jid] = exc
+                    continue
+                fields: dict[str, Any] = {}
+                if action == "cancel" and job.native_id and job.state in machine.ACTIVE:
+                    fields["kill_pending"] = 1
+                if action in ("release", "retry"):
+                    parents = await _states_of(db, await _parents_of(db, jid))
+                    initial = machine.initial_state(parents.values())
+                    if action == "release" and target is State.READY:
+                        target = initial
+                    if action == "retry":
+                        if initial is State.SKIPPED:
+                            early[jid] = InvalidTransition(
+                                f"job {jid} depends on a job that did not complete; retry that first"
+                            )
+                            continue
+                        target = initial
+                        fields = _fresh_attempt(job.attempt + 1, None)
+                        fields["max_attempts"] = max(job.max_attempts, job.attempt + 1)
+                changes.append(
+                    Change(job_id=jid, to=target, expect_version=if_version,
+                           reason=f"{action} by user", fields=fields)
+                )  # fmt: skip
+            if early:
+                raise _all_or_nothing(early)
+            applied = await self._apply_user(db, changes, now)
+            failed = {c.job_id: r for c, r in zip(changes, applied, strict=True)
+                      if isinstance(r, SchedulerdError)}  # fmt: skip
+            if failed:
+                raise _all_or_nothing(failed)
+            return [r for r in applied if isinstance(r, Job)]
+
+        return await self.write(op)
+
+    async def _apply_user(
+        self, db: aiosqlite.Connection, changes: list[Change], now: float
+    ) -> list[Job | SchedulerdError]:
+        results: list[Job | SchedulerdError] = []
+        finished: list[Job] = []
+        rearmed: list[int] = []
+        for change in changes:
+            job = (await _jobs_by_id(db, [change.job_id]))[change.job_id]
+            try:
+                new = await self._transition(db, job, change, now)
+            except SchedulerdError as exc:
+                results.append(exc)
+                continue
+            results.append(new)
+            if new.state in machine.UNSUCCESSFUL:
+                finished.append(new)
+            if job.state in machine.UNSUCCESSFUL and new.state in (State.READY, State.PENDING):
+                rearmed.append(new.id)
+        if finished:
+            await self._propagate(db, finished, now)
+        # a retried job gives its skipped descendants another chance
+        while rearmed:
+            children = await _children_of(db, rearmed)
+            rearmed = []
+            kids = await _jobs_by_id(db, sorted({c for _, c in children}))
+            for child in kids.values():
+                if child.state is State.SKIPPED:
+                    parents = await _states_of(db, await _parents_of(db, child.id))
+                    target = machine.initial_state(parents.values())
+                    if target is not State.SKIPPED:
+                        await self._transition(
+                            db, child,
+                            Change(job_id=child.id, to=target, reason="a parent was retried"),
+                            now,
+                        )  # fmt: skip
+                        rearmed.append(child.id)
+        return results
+
+    async def claim_for_submit(
+        self, cluster: str, *, slots: int, global_slots: int | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Move up to the free slots' worth of ready jobs to ``submitting`` (intent first).
+
+        Counting and claiming happen in one transaction, so no two claimers can exceed
+        the limit together (invariant 5).
+        """
+        now = self.clock()
+
+        async def op(db: aiosqlite.Connection) -> list[Job]:
+            active = await _count(db, "cluster = ? AND state IN ('submitting','queued','running')", (cluster,))
+            free = slots - active
+            if global_slots is not None:
+                everywhere = await _count(db, "state IN ('submitting','queued','running')", ())
+                free = min(free, global_slots - everywhere)
+            free = min(free, limit)
+            if free <= 0:
+                return []
+            async with db.execute(
+                f"{_SELECT_JOB} WHERE cluster = ? AND state = 'ready'"
+                " AND (not_before IS NULL OR not_before <= ?) ORDER BY id LIMIT ?",
+                (cluster, now, free),
+            ) as cur:
+                rows = await cur.fetchall()
+            claimed = []
+            for row in rows:
+                job = Job.from_row(row)
+                claimed.append(
+                    await self._transition(
+                        db, job,
+                        Change(job_id=job.id, to=State.SUBMITTING,
+                               reason=f"submitting as {job.submit_name}"),
+                        now,
+                    )
+                )  # fmt: skip
+            return claimed
+
+        return await self.write(op)
+
+    async def clear_kill_pending(self, job_ids: Sequence[int]) -> None:
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "UPDATE jobs SET kill_pending = 0 WHERE id = ?", [(j,) for j in job_ids]
+            )
+
+        await self.write(op)
+
+    async def set_setting(self, key: str, value: Any) -> None:
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value)),
+            )
+
+        await self.write(op)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> Job:
+        async with self._reader.execute(f"{_SELECT_JOB} WHERE id = ?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        return Job.from_row(row)
+
+    async def get_jobs(self, job_ids: Sequence[int]) -> dict[int, Job]:
+        return await _jobs_by_id(self._reader, list(job_ids))
+
+    async def list_jobs(
+        self, filt: JobFilter, *, before_id: int | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Newest first; keyset pagination: pass the last id seen as ``before_id``."""
+        where: list[str] = []
+        args: list[Any] = []
+        if filt.states:
+            where.append(f"state IN ({', '.join('?' * len(filt.states))})")
+            args += [s.value for s in filt.states]
+        for column in ("campaign", "cluster", "name"):
+            value = getattr(filt, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if before_id is not None:
+            where.append("id < ?")
+            args.append(before_id)
+        sql = _SELECT_JOB
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        async with self._reader.execute(sql, args) as cur:
+            rows = await cur.fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    async def jobs_in_states(self, cluster: str, states: Iterable[State]) -> list[Job]:
+        wanted = [s.value for s in states]
+        async with self._reader.execute(
+            f"{_SELECT_JOB} WHERE cluster = ? AND state IN ({', '.join('?' * len(wanted))})"
+            " ORDER BY id",
+            (cluster, *wanted),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    async def kill_pending(self, cluster: str) -> list[Job]:
+        async with self._reader.execute(
+            f"{_SELECT_JOB} WHERE cluster = ? AND kill_pending = 1 ORDER BY id", (cluster,)
+        ) as cur:
+            rows = await cur.fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    async def next_not_before(self, cluster: str) -> float | None:
+        async with self._reader.execute(
+            "SELECT MIN(not_before) FROM jobs WHERE cluster = ? AND state = 'ready'", (cluster,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def parents(self, job_id: int) -> list[int]:
+        return await _parents_of(self._reader, job_id)
+
+    async def events_since(
+        self, cursor: int = 0, *, limit: int = 1000, job_ids: Sequence[int] | None = None
+    ) -> list[Event]:
+        if job_ids:
+            sql = (
+                f"{_SELECT_EVENT} WHERE id > ? AND job_id IN ({', '.join('?' * len(job_ids))})"
+                " ORDER BY id LIMIT ?"
+            )
+            args: tuple[Any, ...] = (cursor, *job_ids, limit)
+        else:
+            sql = f"{_SELECT_EVENT} WHERE id > ? ORDER BY id LIMIT ?"
+            args = (cursor, limit)
+        async with self._reader.execute(sql, args) as cur:
+            rows = await cur.fetchall()
+        return [Event.from_row(r) for r in rows]
+
+    async def last_event_id(self) -> int:
+        async with self._reader.execute("SELECT COALESCE(MAX(id), 0) FROM events") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def count_by_state(self) -> dict[str, int]:
+        async with self._reader.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as cur:
+            rows = await cur.fetchall()
+        return {str(s): int(n) for s, n in rows}
+
+    async def settings(self) -> dict[str, Any]:
+        async with self._reader.execute("SELECT key, value FROM settings") as cur:
+            rows = await cur.fetchall()
+        return {str(k): json.loads(v) for k, v in rows}
+
+
+def _all_or_nothing(errors: dict[int, SchedulerdError]) -> SchedulerdError:
+    first_id, first = next(iter(errors.items()))
+    refused = [{"id": jid, "code": e.code, "message": e.message} for jid, e in errors.items()]
+    extra = f" (and {len(errors) - 1} more; nothing was changed)" if len(errors) > 1 else ""
+    return type(first)(f"job {first_id}: {first.message}{extra}", data={"refused": refused[:100]})
+
+
+def _fresh_attempt(attempt: int, not_before: float | None) -> dict[str, Any]:
+    return {
+        "attempt": attempt,
+        "native_id": None,
+        "exit_code": None,
+        "not_before": not_before,
+        "queued_at": None,
+        "started_at": None,
+        "finished_at": None,
+    }
+
+
+async def _count(db: aiosqlite.Connection, where: str, args: tuple[Any, ...]) -> int:
+    async with db.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", args) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _chunks(values: list[int]) -> Iterable[list[int]]:
+    for start in range(0, len(values), SQLITE_MAX_VARS):
+        yield values[start : start + SQLITE_MAX_VARS]
+
+
+async def _jobs_by_id(db: aiosqlite.Connection, ids: list[int]) -> dict[int, Job]:
+    found: dict[int, Job] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        async with db.execute(
+            f"{_SELECT_JOB} WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+        ) as cur:
+            for row in await cur.fetchall():
+                job = Job.from_row(row)
+                found[job.id] = job
+    return found
+
+
+async def _states_of(db: aiosqlite.Connection, ids: Sequence[int]) -> dict[int, State]:
+    found: dict[int, State] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        async with db.execute(
+            f"SELECT id, state FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+        ) as cur:
+            for jid, state in await cur.fetchall():
+                found[int(jid)] = State(state)
+    return found
+
+
+async def _children_of(db: aiosqlite.Connection, ids: list[int]) -> list[tuple[int, int]]:
+    pairs: list[tuple[int, int]] = []
+    for chunk in _chunks(sorted(set(ids))):
+        async with db.execute(
+            f"SELECT parent, child FROM deps WHERE parent IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ) as cur:
+            pairs += [(int(p), int(c)) for p, c in await cur.fetchall()]
+    return pairs
+
+
+async def _parents_of(db: aiosqlite.Connection, job_id: int) -> list[int]:
+    async with db.execute("SELECT parent FROM deps WHERE child = ?", (job_id,)) as cur:
+        return [int(r[0]) for r in await cur.fetchall()]
+
+
+async def open_store(path: str | Path) -> Store:
+    """Open (creating and migrating as needed) the database at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await writer.execute("PRAGMA journal_mode=WAL")
+        await writer.execute("PRAGMA synchronous=FULL")
+        await writer.execute("PRAGMA foreign_keys=OFF")
+        await writer.execute("PRAGMA busy_timeout=5000")
+        await _migrate(writer)
+        reader = await aiosqlite.connect(path, isolation_level=None)
+        await reader.execute("PRAGMA query_only=ON")
+        await reader.execute("PRAGMA busy_timeout=5000")
+    except BaseException:
+        await writer.close()
+        raise
+    return Store(path, writer, reader)
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise SchedulerdError(
+            f"database schema version {version} is newer than this schedulerd ({SCHEMA_VERSION})"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[target - 1]):
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {target}")
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        log.info("store_migrated", version=target)
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
