@@ -190,11 +190,11 @@ class FakeHead:
         with self.transaction() as queue:
             return dict(queue["jobs"][native_id])
 
-    def add_job(self, queue: dict[str, Any], job_id_format: str, **fields: Any) -> Job:
+    def add_job(self, state: dict[str, Any], job_id_format: str, **fields: Any) -> Job:
         """Queue a new job; ``job_id_format`` gets ``seq`` and ``server`` (e.g. "{seq}.{server}")."""
         conf = self.config
-        seq = int(queue["next"])
-        queue["next"] = seq + 1
+        seq = int(state["next"])
+        state["next"] = seq + 1
         now = time.time()
         job: Job = {
             "id": job_id_format.format(seq=seq, server=conf["server"]),
@@ -228,7 +228,7 @@ class FakeHead:
             job["hold_reason"] = "system"
         if conf["mode"] == "instant" and job["state"] == "queued":
             job.update(state="done", exit_code=0, end_reason="exited", start_time=now, end_time=now)
-        queue["jobs"][job["id"]] = job
+        state["jobs"][job["id"]] = job
         return job
 
     def tick(self, queue: dict[str, Any]) -> None:

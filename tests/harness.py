@@ -1,0 +1,207 @@
+"""Test helpers: an in-process daemon, a daemon subprocess, and a small async client.
+
+Use them inside the test body (``async with running_daemon(...) as d:``), never as a
+fixture holding a task group across ``yield`` (STYLE.md rule 15).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from schedulerd.config import Settings, load_settings
+from schedulerd.daemon import run
+
+TERMINAL = {"completed", "failed", "timeout", "lost", "cancelled", "skipped"}
+
+
+class RpcError(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('code')}: {error.get('message')}")
+        self.code = int(error["code"])
+        self.message = str(error.get("message"))
+        self.data = error.get("data")
+
+
+class AsyncClient:
+    """JSON-RPC over the Unix socket; notifications are kept in ``self.notes``."""
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+        self.next_id = 1
+        self.notes: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(cls, path: Path | str) -> AsyncClient:
+        return cls(await anyio.connect_unix(str(path)))
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.stream.send(data)
+
+    async def read_message(self, timeout: float = 30.0) -> dict[str, Any]:
+        with anyio.fail_after(timeout):
+            while b"\n" not in self.buffer:
+                chunk = await self.stream.receive(1 << 20)
+                self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        obj = json.loads(line)
+        assert isinstance(obj, dict)
+        return obj
+
+    async def read_reply(self, timeout: float = 30.0) -> dict[str, Any]:
+        while True:
+            msg = await self.read_message(timeout)
+            if "id" in msg:
+                return msg
+            self.notes.append(msg)
+
+    async def call(self, method: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
+        req_id = self.next_id
+        self.next_id += 1
+        line = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params or {}}
+        await self.stream.send(json.dumps(line).encode() + b"\n")
+        reply = await self.read_reply(timeout)
+        assert reply["id"] == req_id, reply
+        if "error" in reply:
+            raise RpcError(reply["error"])
+        return reply["result"]
+
+    async def next_note(self, timeout: float = 30.0) -> dict[str, Any]:
+        if self.notes:
+            return self.notes.pop(0)
+        msg = await self.read_message(timeout)
+        assert "id" not in msg, msg
+        return msg
+
+
+async def wait_terminal(client: AsyncClient, ids: list[int], timeout: float = 60.0) -> dict[int, dict[str, Any]]:
+    """Poll job.get until every job is terminal."""
+    deadline = time.monotonic() + timeout
+    jobs: dict[int, dict[str, Any]] = {}
+    while True:
+        for jid in ids:
+            if jid not in jobs or jobs[jid]["state"] not in TERMINAL:
+                jobs[jid] = await client.call("job.get", {"id": jid})
+        if all(j["state"] in TERMINAL for j in jobs.values()):
+            return jobs
+        if time.monotonic() > deadline:
+            pending = {j: v["state"] for j, v in jobs.items() if v["state"] not in TERMINAL}
+            raise TimeoutError(f"jobs not terminal after {timeout}s: {pending}")
+        await anyio.sleep(0.1)
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "schedulerd.toml"
+    path.write_text(text)
+    return path
+
+
+def local_settings(tmp_path: Path, *, slots: int = 4, extra: str = "") -> Settings:
+    config = write_config(
+        tmp_path,
+        f"""
+retry_base = "1s"
+[clusters.local]
+scheduler = "local"
+max_jobs = {slots}
+poll_interval = "0.2s"
+exit_read_timeout = "3s"
+{extra}
+""",
+    )
+    return load_settings(
+        config=config, state_dir=tmp_path / "state", socket=tmp_path / "sd.sock", environ={}
+    )
+
+
+@dataclass
+class DaemonHandle:
+    settings: Settings
+    stop: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def socket(self) -> Path:
+        return self.settings.socket_path
+
+    async def client(self) -> AsyncClient:
+        return await AsyncClient.connect(self.socket)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(settings: Settings) -> AsyncIterator[DaemonHandle]:
+    """The daemon in this event loop; stopped (gracefully) when the block ends."""
+    handle = DaemonHandle(settings)
+    async with anyio.create_task_group() as tg:
+        await tg.start(
+            lambda task_status: run(
+                settings,
+                shutdown_trigger=handle.stop.wait,
+                handle_signals=False,
+                task_status=task_status,
+            )
+        )
+        try:
+            yield handle
+        finally:
+            handle.stop.set()
+
+
+@contextlib.contextmanager
+def daemon_process(
+    state_dir: Path, socket_path: Path, config: Path | None = None, log_path: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``schedulerd`` as a real process (for signal tests); killed by pid at the end."""
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)
+    args = [sys.executable, "-m", "schedulerd.daemon", "--state-dir", str(state_dir),
+            "--socket", str(socket_path)]  # fmt: skip
+    if config is not None:
+        args += ["--config", str(config)]
+    log = open(log_path or state_dir.parent / "daemon.log", "ab")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
+    try:
+        wait_for_socket(socket_path, proc)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    import socket as _socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"schedulerd exited with {proc.returncode}")
+        if path.exists():
+            with _socket.socket(_socket.AF_UNIX) as s:
+                try:
+                    s.connect(str(path))
+                    return
+                except OSError:
+                    pass
+        time.sleep(0.05)
+    raise TimeoutError(f"schedulerd did not open {path}")
