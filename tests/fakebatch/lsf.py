@@ -285,6 +285,7 @@ def bsub(head: FakeHead, argv: list[str]) -> Result:
             q,
             "{seq}",
             name=settings.get("-J") or script.strip().replace("\n", ";")[:4000],
+            queue=queue,
             script=str(path),
             workdir=workdir,
             stdout=out_path("-o"),
@@ -306,8 +307,6 @@ def bsub(head: FakeHead, argv: list[str]) -> Result:
                 ],
             },
         )
-        # core.add_job's first parameter is also called ``queue``: set the name here
-        job["queue"] = queue
         if settings.get("-H") and job["state"] == "queued":
             job.update(state="held", hold_reason="user")
             job["extra"]["susp"] = "PSUSP"
