@@ -1,0 +1,408 @@
+"""HTCondor: ``condor_submit -terse``, ``condor_q -af:jt``, ``condor_history -af:jt``.
+
+Pure command builders and output parsers (see :mod:`schedulerd.drivers.dialect`).
+
+The job script (the wrapper) is the executable of a submit description written next to
+it (:meth:`HTCondorDialect.extra_files`); ``batch_name`` carries our job name into
+``JobBatchName`` so status lines name their jobs.
+
+Queue and history use the same autoformat query: ``-af:jt`` prints the job id, then each
+attribute after a tab (condor_q(1), "-autoformat[:jlhVr,tng]"); missing attributes print
+as ``undefined``. The first four attributes are ``JobStatus HoldReasonCode
+HoldReasonSubCode HoldReason``, so the space-separated ``-af:j`` form of those four (the
+captures in the fixtures) parses too: there, the hold reason is the rest of the line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from schedulerd.drivers.base import JobRequest, Observation, Phase
+from schedulerd.drivers.wrapper import render_wrapper
+from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
+
+#: JobStatus values, HTCondor manual "Job ClassAd Attributes" (JobStatus)
+STATE_MAP: dict[int, Phase] = {
+    1: Phase.QUEUED,  # Idle
+    2: Phase.RUNNING,  # Running
+    3: Phase.CANCELLED,  # Removed (TIMEOUT when our walltime PeriodicRemove fired)
+    4: Phase.COMPLETED,  # Completed (FAILED when ExitCode != 0 or ExitBySignal)
+    5: Phase.HELD,  # Held
+    6: Phase.RUNNING,  # Transferring Output
+    7: Phase.HELD,  # Suspended
+}
+
+ATTRIBUTES = (
+    "JobStatus",
+    "HoldReasonCode",
+    "HoldReasonSubCode",
+    "HoldReason",
+    "ExitCode",
+    "ExitBySignal",
+    "ExitSignal",
+    "JobCurrentStartDate",
+    "JobStartDate",
+    "EnteredCurrentStatus",
+    "CompletionDate",
+    "JobBatchName",
+    "RemoveReason",
+)
+(
+    _STATUS,
+    _HOLD_CODE,
+    _HOLD_SUBCODE,
+    _HOLD_REASON,
+    _EXIT_CODE,
+    _BY_SIGNAL,
+    _EXIT_SIGNAL,
+    _CURRENT_START,
+    _FIRST_START,
+    _ENTERED,
+    _COMPLETION,
+    _BATCH_NAME,
+    _REMOVE_REASON,
+) = range(len(ATTRIBUTES))
+
+#: the RemoveReason HTCondor writes when a job's own periodic_remove fired; in our
+#: submit descriptions periodic_remove only enforces the walltime
+WALLTIME_REMOVE = "job attribute PeriodicRemove expression"
+
+#: messages meaning "the schedd could not answer now"
+TRANSIENT_ERRORS = (
+    "failed to connect to local queue manager",
+    "failed to connect",
+    "failed to fetch ads",
+    "cedar:6001",
+    "secman:2007",
+    "can't find address",
+    "connection refused",
+    "timed out",
+    "timeout",
+    "schedd is busy",
+    "max_jobs_submitted",
+    "max_jobs_per_owner",
+    "max_jobs_per_submission",
+    "would exceed",
+)
+#: security/permission failures: retrying will not help
+AUTH_ERRORS = (
+    "authenticate:",
+    "permission denied",
+    "not authorized",
+    "gsi:",
+    "secman:2010",
+    "failed to authenticate",
+)
+#: cancel complaints about jobs that are already gone
+GONE_ERRORS = (
+    "not found",
+    "couldn't find/remove all jobs",
+    "already marked for removal",
+    "job already removed",
+)
+
+_TERSE = re.compile(r"^(\d+)\.(\d+)\s*-\s*(\d+)\.(\d+)$")
+_SUBMITTED = re.compile(r"^(\d+) job\(s\) submitted to cluster (\d+)\.$")
+_JOB_LINE = re.compile(r"^(\d+\.\d+)(?:\t|\s+)(.*)$")
+_JOB_ID = re.compile(r"^\d+\.\d+$")
+_VERSION = re.compile(r"\$CondorVersion:\s*(\d[\w.\-]*)")
+#: lines of the other condor_q/condor_history layouts (schedd banner, column headings,
+#: long ClassAd form): an answer in one of those is not ours and must not read as empty
+_FOREIGN = re.compile(r"^(?:-- |\s*ID\s+OWNER\b|\s*OWNER\s+BATCH_NAME\b|[A-Za-z_]\w* = )")
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _matches(text: str, markers: Sequence[str]) -> bool:
+    low = text.lower()
+    return any(m in low for m in markers)
+
+
+def _check(what: str, value: str) -> str:
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ValueError(f"{what} must not contain a newline: {value!r}")
+    if "$(" in value:
+        raise ValueError(f"{what} must not contain a submit macro '$(': {value!r}")
+    if value != value.strip():
+        raise ValueError(f"{what} must not start or end with blanks: {value!r}")
+    return value
+
+
+def _classad_string(value: str) -> str:
+    """A ClassAd string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _value(raw: str) -> str | None:
+    raw = raw.strip()
+    return None if raw in ("", "undefined") else raw
+
+
+def _int(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(float(raw))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _time(raw: str | None) -> float | None:
+    value = _int(raw)
+    return float(value) if value and value > 0 else None
+
+
+class HTCondorDialect:
+    """HTCondor batch system (condor_submit/condor_q/condor_history/condor_rm)."""
+
+    name = "htcondor"
+    has_dry_run = True
+
+    # --- scripts ------------------------------------------------------------------------
+
+    def submit_path(self, job: JobRequest) -> str:
+        return f"{job.control_dir}/{job.name}.sub"
+
+    def render_script(self, job: JobRequest) -> str:
+        return render_wrapper(job)
+
+    def submit_description(self, job: JobRequest) -> str:
+        lines = [
+            f"# schedulerd job {job.job_id}, attempt {job.attempt}",
+            "universe = vanilla",
+            f"executable = {_check('script path', job.script_path)}",
+            "transfer_executable = false",
+            f"initialdir = {_check('workdir', job.workdir)}",
+            f"output = {_check('stdout', job.stdout_path)}",
+            f"error = {_check('stderr', job.stderr_path)}",
+            f"log = {_check('log', f'{job.control_dir}/{job.name}.log')}",
+            f"batch_name = {_check('name', job.name)}",
+            f"+SchedulerdJobId = {int(job.job_id)}",
+            f"+SchedulerdAttempt = {int(job.attempt)}",
+        ]
+        if job.queue is not None:
+            _check("queue", job.queue)  # HTCondor has no queues: accepted, not used
+        if job.cpus is not None:
+            lines.append(f"request_cpus = {int(job.cpus)}")
+        if job.memory_mb is not None:
+            lines.append(f"request_memory = {int(job.memory_mb)}M")
+        if job.account:
+            lines.append(f"accounting_group = {_check('account', job.account)}")
+        if job.walltime_s is not None:
+            walltime = max(int(job.walltime_s), 1)
+            lines += [
+                f"+MaxRuntime = {walltime}",
+                # removal by this expression is reported as TIMEOUT (WALLTIME_REMOVE)
+                (
+                    "periodic_remove = (JobStatus == 2) && "
+                    f"((time() - JobCurrentStartDate) > {walltime})"
+                ),
+            ]
+        if not job.requeue:
+            # an evicted vanilla job goes back to Idle and runs again: hold it instead
+            lines += [
+                "periodic_hold = (JobStatus == 1) && (NumJobStarts > 0)",
+                'periodic_hold_reason = "schedulerd: evicted and requeue is off"',
+            ]
+        for extra in job.extra_directives:
+            _check("extra directive", extra)
+            if re.match(r"(?i)^queue\b", extra):
+                raise ValueError(f"extra directive must not queue jobs: {extra!r}")
+            lines.append(extra)
+        lines += ["queue 1", ""]
+        return "\n".join(lines)
+
+    def extra_files(self, job: JobRequest) -> dict[str, str]:
+        return {self.submit_path(job): self.submit_description(job)}
+
+    # --- submit -------------------------------------------------------------------------
+
+    def submit_argv(self, job: JobRequest) -> list[str]:
+        return ["condor_submit", "-terse", self.submit_path(job)]
+
+    def dry_run_argv(self, job: JobRequest) -> list[str] | None:
+        # -dry-run FILE: parse and build the job ads, write them to FILE, queue nothing
+        return ["condor_submit", "-dry-run", "/dev/null", self.submit_path(job)]
+
+    def parse_submit(self, stdout: str, stderr: str, exit_status: int) -> str:
+        text = f"{stdout}\n{stderr}"
+        errors = [ln for ln in _lines(text) if ln.startswith("ERROR") or "CEDAR:" in ln]
+        if exit_status != 0 or errors:
+            message = "; ".join(errors or _lines(stderr) or _lines(stdout))
+            message = message or f"condor_submit exited with status {exit_status}"
+            raise SubmitRejected(message[:500], transient=_matches(text, TRANSIENT_ERRORS))
+        for line in _lines(stdout):
+            m = _TERSE.match(line)
+            if m:
+                return f"{m.group(1)}.{m.group(2)}"
+            m = _SUBMITTED.match(line)
+            if m:
+                return f"{m.group(2)}.0"
+        raise ParseError(f"no job id in condor_submit output: {stdout[:200]!r}")
+
+    # --- status and history -----------------------------------------------------------------
+
+    def status_argv(self, user: str, native_ids: Sequence[str]) -> list[str]:
+        return ["condor_q", user, "-af:jt", *ATTRIBUTES]
+
+    def history_argv(self, user: str, native_ids: Sequence[str], since: float) -> list[str] | None:
+        if not native_ids:
+            return [
+                "condor_history", user, "-completedsince", str(int(since)), "-af:jt", *ATTRIBUTES
+            ]  # fmt: skip
+        clauses = []
+        for native_id in native_ids:
+            if not _JOB_ID.match(native_id):
+                raise ValueError(f"not an HTCondor job id: {native_id!r}")
+            cluster, proc = native_id.split(".")
+            clauses.append(f"(ClusterId == {cluster} && ProcId == {proc})")
+        return [
+            "condor_history",
+            "-constraint",
+            " || ".join(clauses),
+            # stop reading the history file once every job was found
+            "-match",
+            str(len(native_ids)),
+            "-af:jt",
+            *ATTRIBUTES,
+        ]
+
+    def _raise_for_failure(self, command: str, stdout: str, stderr: str, status: int) -> None:
+        text = f"{stdout}\n{stderr}"
+        failed = status != 0 or "Failed to fetch ads" in text
+        if not failed:
+            return
+        summary = "; ".join(_lines(stderr) or _lines(stdout))[:300]
+        raise RemoteCommandError(
+            f"{command} failed (status {status}): {summary}",
+            exit_status=status,
+            stderr=stderr,
+            transient=_matches(text, TRANSIENT_ERRORS) and not _matches(text, AUTH_ERRORS),
+        )
+
+    def _parse_ads(self, stdout: str) -> dict[str, Observation]:
+        found: dict[str, Observation] = {}
+        for line in stdout.splitlines():
+            # -af:jt may or may not put a tab before the job id: accept both
+            stripped = line.strip()
+            m = _JOB_LINE.match(stripped)
+            if not m:
+                if _FOREIGN.match(line):
+                    raise ParseError(f"not -af output: {line[:200]!r}")
+                continue  # banners and other noise
+            native_id, rest = m.group(1), m.group(2)
+            if "\t" in stripped:
+                values = [v.strip() for v in stripped.split("\t")[1:]]
+            else:
+                values = rest.split(None, _HOLD_REASON)
+            values += ["undefined"] * (len(ATTRIBUTES) - len(values))
+            found[native_id] = self._observation(native_id, [_value(v) for v in values])
+        return found
+
+    @staticmethod
+    def _observation(native_id: str, v: list[str | None]) -> Observation:
+        status = _int(v[_STATUS])
+        if status is None or status not in STATE_MAP:
+            raise ParseError(f"job {native_id}: JobStatus {v[_STATUS]!r} is not 1..7")
+        phase = STATE_MAP[status]
+        exit_code: int | None = None
+        reason: str | None = None
+        if status == 4:
+            if (v[_BY_SIGNAL] or "").lower() == "true":
+                signal = _int(v[_EXIT_SIGNAL])
+                exit_code = 128 + signal if signal is not None else None
+                reason = f"killed by signal {signal}" if signal is not None else "killed by signal"
+            else:
+                exit_code = _int(v[_EXIT_CODE])
+                if exit_code is None:
+                    exit_code = 0  # Completed without an ExitCode (older schedds)
+            phase = Phase.COMPLETED if exit_code == 0 else Phase.FAILED
+        elif status == 3:
+            reason = v[_REMOVE_REASON]
+            if reason and WALLTIME_REMOVE in reason:
+                phase = Phase.TIMEOUT
+        elif status == 5:
+            code, sub = v[_HOLD_CODE], v[_HOLD_SUBCODE]
+            text = v[_HOLD_REASON]
+            codes = f"[{code}/{sub}]" if code and sub else (f"[{code}]" if code else "")
+            reason = " ".join(p for p in (text, codes) if p) or None
+        elif status == 7:
+            reason = "suspended"
+        started = _time(v[_CURRENT_START]) or _time(v[_FIRST_START])
+        if phase is Phase.QUEUED:
+            started = None
+        finished: float | None = None
+        if status in (3, 4):
+            finished = _time(v[_COMPLETION]) or _time(v[_ENTERED])
+        return Observation(
+            native_id=native_id,
+            phase=phase,
+            exit_code=exit_code,
+            reason=reason,
+            name=v[_BATCH_NAME],
+            started_at=started,
+            finished_at=finished,
+        )
+
+    def parse_status(self, stdout: str, stderr: str, exit_status: int) -> dict[str, Observation]:
+        self._raise_for_failure("condor_q", stdout, stderr, exit_status)
+        return self._parse_ads(stdout)
+
+    def parse_history(self, stdout: str, stderr: str, exit_status: int) -> dict[str, Observation]:
+        self._raise_for_failure("condor_history", stdout, stderr, exit_status)
+        return self._parse_ads(stdout)
+
+    # --- cancel, hold, release --------------------------------------------------------------
+
+    def cancel_argv(self, native_ids: Sequence[str]) -> list[str]:
+        return ["condor_rm", *native_ids]
+
+    def parse_cancel(self, stdout: str, stderr: str, exit_status: int) -> None:
+        text = f"{stdout}\n{stderr}"
+        if _matches(text, AUTH_ERRORS):
+            raise RemoteCommandError(
+                f"condor_rm refused: {'; '.join(_lines(text))[:300]}",
+                exit_status=exit_status,
+                stderr=stderr,
+            )
+        if exit_status == 0:
+            return
+        problems = [
+            ln
+            for ln in _lines(text)
+            if not _matches(ln, GONE_ERRORS) and "marked for removal" not in ln.lower()
+        ]
+        if not problems:
+            return  # only "not found"/"Couldn't find/remove all jobs": already gone
+        raise RemoteCommandError(
+            f"condor_rm failed (status {exit_status}): {'; '.join(problems)[:300]}",
+            exit_status=exit_status,
+            stderr=stderr,
+            transient=_matches(text, TRANSIENT_ERRORS),
+        )
+
+    def hold_argv(self, native_ids: Sequence[str]) -> list[str]:
+        return ["condor_hold", *native_ids]
+
+    def release_argv(self, native_ids: Sequence[str]) -> list[str]:
+        return ["condor_release", *native_ids]
+
+    # --- version -----------------------------------------------------------------------------
+
+    def version_argv(self) -> list[str]:
+        return ["condor_version"]
+
+    def parse_version(self, stdout: str, stderr: str, exit_status: int) -> str:
+        if exit_status != 0:
+            raise RemoteCommandError(
+                f"condor_version exited with status {exit_status}",
+                exit_status=exit_status,
+                stderr=stderr,
+            )
+        m = _VERSION.search(stdout)
+        if not m:
+            raise ParseError(f"no $CondorVersion in {stdout[:200]!r}")
+        return f"HTCondor {m.group(1)}"
