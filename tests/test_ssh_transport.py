@@ -1,0 +1,446 @@
+"""SSHTransport against the in-process asyncssh server and the real OpenSSH sshd."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncssh
+import pytest
+from schedulerd.drivers.ssh import SSHOptions, SSHTransport, parse_jump_host
+from schedulerd.drivers.transport import CommandResult
+from structlog.testing import capture_logs
+
+from schedulerd.errors import ConfigError, TransportError
+from tests.sshd import running_sshd
+from tests.sshserver import running_ssh_server
+
+TRICKY_ARGS = [
+    "it's",
+    'say "hi"',
+    "$(touch pwned-subst)",
+    "a; touch pwned-semicolon",
+    "`touch pwned-backtick`",
+    "back\\slash",
+    "*",
+    "tab\tand\nnewline",
+    "&& || | > <",
+    "ünïcødé",
+    "",
+]
+
+
+async def eventually(predicate: Callable[[], bool], *, within: float = 5.0) -> None:
+    with anyio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110 -- polls counters the harness keeps
+            await anyio.sleep(0.01)
+
+
+def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
+    return [entry for entry in logs if entry["event"] == name]
+
+
+# --- options -------------------------------------------------------------------------------
+
+
+def test_parse_jump_host() -> None:
+    assert parse_jump_host("alice@bastion.example.org:2222") == (
+        "alice",
+        "bastion.example.org",
+        2222,
+    )
+    assert parse_jump_host("bastion") == (None, "bastion", 22)
+    assert parse_jump_host("bob@[::1]:2200") == ("bob", "::1", 2200)
+    with pytest.raises(ConfigError):
+        parse_jump_host("alice@host:notaport")
+    with pytest.raises(ConfigError):
+        SSHOptions(host="h", max_channels=0)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+async def test_stdout_stderr_exit_status_and_input(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "qsub"
+    fake.write_text('#!/bin/sh\necho "queued $1 as $FAKE_USER"\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_USER": "alice"}
+    async with running_ssh_server(tmp_path, env=env) as server:
+        async with SSHTransport(server.options()) as transport:
+            result = await transport.run("echo out; echo err >&2; exit 3")
+            assert result == CommandResult("out\n", "err\n", 3)
+            result = await transport.run("tr a-z A-Z", input="hello\nworld\n")
+            assert result == CommandResult("HELLO\nWORLD\n", "", 0)
+            # without input, stdin is at EOF at once: a command reading it does not hang
+            assert (await transport.run("cat; echo done", timeout=5)).stdout == "done\n"
+            assert (await transport.run("qsub job.sh")).stdout == "queued job.sh as alice\n"
+            result = await transport.run(r"printf 'bad \377 byte'")
+            assert result.stdout == "bad \ufffd byte"
+            assert (await transport.run("kill -9 $$")).exit_status == 137
+        assert server.exec_count == 6
+        assert server.connection_count == 1
+
+
+async def test_quoted_arguments_come_back_unchanged(tmp_path: Path) -> None:
+    async with running_ssh_server(tmp_path) as server:
+        async with SSHTransport(server.options()) as transport:
+            result = await transport.run(shlex.join(["printf", "%s\\0", *TRICKY_ARGS]))
+        assert result.exit_status == 0
+        assert result.stdout.split("\0")[:-1] == TRICKY_ARGS
+        assert not list(server.home.glob("pwned*"))
+
+
+async def test_timeout_closes_the_channel_and_the_connection_stays_usable(tmp_path: Path) -> None:
+    async with running_ssh_server(tmp_path) as server:
+        async with SSHTransport(server.options(max_channels=1)) as transport:
+            started = time.monotonic()
+            with pytest.raises(TransportError, match=r"timed out after 0\.5s: sleep 30"):
+                await transport.run("sleep 30", timeout=0.5)
+            assert time.monotonic() - started < 3
+            await eventually(lambda: server.active_sessions == 0)  # the remote child was killed
+            # the only channel slot was given back and the same connection still works
+            assert (await transport.run("echo still here")).stdout == "still here\n"
+            assert transport.connected
+        assert server.connection_count == 1
+
+
+async def test_cancelled_command_gives_its_channel_back(tmp_path: Path) -> None:
+    async with (
+        running_ssh_server(tmp_path) as server,
+        SSHTransport(server.options(max_channels=1)) as transport,
+    ):
+        with anyio.move_on_after(0.3) as scope:
+            await transport.run("sleep 30")
+        assert scope.cancelled_caught
+        await eventually(lambda: server.active_sessions == 0)
+        assert (await transport.run("echo next", timeout=5)).stdout == "next\n"
+
+
+async def test_concurrent_commands_share_one_connection_within_the_channel_cap(
+    tmp_path: Path,
+) -> None:
+    results: dict[int, CommandResult] = {}
+    async with running_ssh_server(tmp_path) as server:
+        async with SSHTransport(server.options(max_channels=4)) as transport:
+
+            async def one(index: int) -> None:
+                results[index] = await transport.run(f"sleep 0.05; echo {index}", timeout=30)
+
+            async with anyio.create_task_group() as tg:
+                for index in range(30):
+                    tg.start_soon(one, index)
+        assert {i: r.stdout for i, r in results.items()} == {i: f"{i}\n" for i in range(30)}
+        assert server.exec_count == 30
+        assert server.max_concurrent_sessions == 4
+        assert server.connection_count == 1
+
+
+# --- connection loss, backoff ----------------------------------------------------------------
+
+
+async def test_dropped_connection_is_replaced_on_the_next_call(tmp_path: Path) -> None:
+    async with (
+        running_ssh_server(tmp_path) as server,
+        SSHTransport(server.options()) as transport,
+    ):
+        with capture_logs() as logs:
+            assert (await transport.run("echo one")).stdout == "one\n"
+            await server.drop_connections()
+            assert (await transport.run("echo two")).stdout == "two\n"
+        assert server.connection_count == 2
+        assert len(events(logs, "ssh_connected")) == 2
+        assert events(logs, "ssh_disconnected")[0]["host"] == "127.0.0.1"
+
+
+async def test_connection_lost_mid_command_raises_and_the_next_call_reconnects(
+    tmp_path: Path,
+) -> None:
+    async with (
+        running_ssh_server(tmp_path) as server,
+        SSHTransport(server.options()) as transport,
+    ):
+        failure: list[TransportError] = []
+
+        async def long_command() -> None:
+            try:
+                await transport.run("sleep 30")
+            except TransportError as exc:
+                failure.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(long_command)
+            await eventually(lambda: server.active_sessions == 1)
+            await server.drop_connections()
+        assert len(failure) == 1
+        assert "127.0.0.1" in str(failure[0])
+        # the command might have run: it is reported, never silently repeated
+        assert server.commands.count("sleep 30") == 1
+        assert (await transport.run("echo back")).stdout == "back\n"
+        assert server.connection_count == 2
+
+
+async def test_unreachable_head_fails_fast_and_backs_off(tmp_path: Path) -> None:
+    async with running_ssh_server(tmp_path) as server:
+        options = server.options(backoff_initial=1.0, backoff_max=1.0)
+        async with SSHTransport(options) as transport:
+            server.pause()
+            with capture_logs() as logs:
+                started = time.monotonic()
+                with pytest.raises(TransportError, match=r"127\.0\.0\.1") as first:
+                    await transport.run("echo hi")
+                assert time.monotonic() - started < 2
+                assert first.value.transient
+                assert transport.last_error is not None
+                assert transport.available_at > time.monotonic()
+                # within the backoff window: refused without another connection attempt
+                with pytest.raises(TransportError, match="next connection attempt in"):
+                    await transport.run("echo hi")
+            assert len(events(logs, "ssh_connect_failed")) == 1
+            assert transport.connect_attempts == 1
+            assert server.rejected_connections == 1
+
+            server.resume()
+            await anyio.sleep(max(0.0, transport.available_at - time.monotonic()))
+            assert (await transport.run("echo hi")).stdout == "hi\n"
+            assert transport.last_error is None
+            assert transport.available_at == 0.0
+
+
+async def test_backoff_grows_between_failed_attempts(tmp_path: Path) -> None:
+    async with running_ssh_server(tmp_path) as server:
+        options = server.options(backoff_initial=0.2, backoff_max=0.8)
+        async with SSHTransport(options) as transport:
+            server.pause()
+            waits = []
+            for _ in range(4):
+                with pytest.raises(TransportError):
+                    await transport.run("true")
+                wait = transport.available_at - time.monotonic()
+                waits.append(wait)
+                await anyio.sleep(wait)
+            # jittered into [base/2, base] with base 0.2, 0.4, 0.8, 0.8 (capped)
+            assert 0.05 < waits[0] <= 0.2
+            assert 0.15 < waits[1] <= 0.4
+            assert 0.35 < waits[2] <= 0.8
+            assert 0.35 < waits[3] <= 0.8
+            assert server.rejected_connections == 4
+
+
+async def test_connection_attempts_are_rate_limited(tmp_path: Path) -> None:
+    async with (
+        running_ssh_server(tmp_path) as server,
+        SSHTransport(server.options(min_connect_interval=0.5)) as transport,
+    ):
+        await transport.run("true")
+        await server.drop_connections()
+        started = time.monotonic()
+        await transport.run("true")
+        assert time.monotonic() - started >= 0.4
+        assert server.connection_count == 2
+
+
+async def test_closed_transport_refuses_work(tmp_path: Path) -> None:
+    async with running_ssh_server(tmp_path) as server:
+        transport = SSHTransport(server.options())
+        await transport.run("true")
+        await transport.aclose()
+        await transport.aclose()  # idempotent
+        with pytest.raises(TransportError, match="closed"):
+            await transport.run("true")
+        await eventually(lambda: server.live_connections == 0)
+
+
+# --- host keys, authentication ---------------------------------------------------------------
+
+
+async def test_unknown_host_key_is_refused_unless_allowed(tmp_path: Path) -> None:
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    async with running_ssh_server(tmp_path) as server:
+        async with SSHTransport(server.options(known_hosts=str(empty))) as transport:
+            with pytest.raises(TransportError, match="host key refused") as refused:
+                await transport.run("true")
+            assert "unknown" in str(refused.value)
+            assert str(empty) in str(refused.value)
+        assert server.exec_count == 0
+
+        allowed = server.options(known_hosts=str(empty), accept_unknown_host_keys=True)
+        async with SSHTransport(allowed) as transport:
+            with capture_logs() as logs:
+                assert (await transport.run("echo ok")).stdout == "ok\n"
+            assert len(events(logs, "ssh_unknown_host_key_accepted")) == 1
+
+
+async def test_missing_known_hosts_file_knows_no_host(tmp_path: Path) -> None:
+    async with running_ssh_server(tmp_path) as server:
+        options = server.options(known_hosts=str(tmp_path / "no-such-file"))
+        async with SSHTransport(options) as transport:
+            with pytest.raises(TransportError, match="unknown"):
+                await transport.run("true")
+
+
+async def test_wrong_host_key_is_refused_even_when_unknown_keys_are_allowed(
+    tmp_path: Path,
+) -> None:
+    async with running_ssh_server(tmp_path) as server:
+        impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+        wrong = tmp_path / "wrong_known_hosts"
+        wrong.write_text(f"[127.0.0.1]:{server.port} {' '.join(impostor.split()[:2])}\n")
+        for accept_unknown in (False, True):
+            options = server.options(
+                known_hosts=str(wrong), accept_unknown_host_keys=accept_unknown
+            )
+            async with SSHTransport(options) as transport:
+                with pytest.raises(TransportError, match="does NOT match"):
+                    await transport.run("true")
+        assert server.exec_count == 0
+
+
+async def test_wrong_client_key_fails_authentication(tmp_path: Path) -> None:
+    stranger = tmp_path / "stranger_key"
+    asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(stranger))
+    async with running_ssh_server(tmp_path) as server:
+        options = server.options(identity_files=(str(stranger),))
+        async with SSHTransport(options) as transport:
+            with pytest.raises(TransportError, match="authentication failed"):
+                await transport.run("true")
+
+
+# --- jump host -------------------------------------------------------------------------------
+
+
+async def test_jump_host_tunnels_to_the_head_and_is_reused(tmp_path: Path) -> None:
+    async with (
+        running_ssh_server(tmp_path, allow_forwarding=True) as bastion,
+        running_ssh_server(tmp_path) as head,
+    ):
+        options = head.options(
+            jump_host=f"jumper@127.0.0.1:{bastion.port}",
+            jump_identity_files=(str(bastion.client_key_path),),
+            jump_known_hosts=str(bastion.known_hosts_path),
+        )
+        async with SSHTransport(options) as transport:
+            assert (await transport.run("echo via bastion")).stdout == "via bastion\n"
+            await head.drop_connections()
+            assert (await transport.run("echo again")).stdout == "again\n"
+        assert bastion.forward_requests == [("127.0.0.1", head.port)] * 2
+        assert bastion.exec_count == 0
+        assert bastion.connection_count == 1  # the connection to the bastion was reused
+        assert head.exec_count == 2
+        assert head.connection_count == 2
+
+
+async def test_jump_host_that_refuses_forwarding(tmp_path: Path) -> None:
+    async with (
+        running_ssh_server(tmp_path) as bastion,
+        running_ssh_server(tmp_path) as head,
+    ):
+        options = head.options(
+            jump_host=f"127.0.0.1:{bastion.port}",
+            jump_identity_files=(str(bastion.client_key_path),),
+            jump_known_hosts=str(bastion.known_hosts_path),
+        )
+        async with SSHTransport(options) as transport:
+            with pytest.raises(TransportError, match="cannot connect"):
+                await transport.run("true")
+        assert bastion.forward_requests == [("127.0.0.1", head.port)]
+        assert head.connection_count == 0
+
+
+# --- SFTP --------------------------------------------------------------------------------------
+
+
+async def test_sftp_round_trip_creates_parent_folders(tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 1000
+    source = tmp_path / "source.bin"
+    source.write_bytes(payload)
+    remote = tmp_path / "remote" / "a" / "b" / "c" / "input.bin"
+    back = tmp_path / "local" / "x" / "y" / "output.bin"
+    async with running_ssh_server(tmp_path) as server:
+        async with SSHTransport(server.options()) as transport:
+            await transport.upload(str(source), str(remote))
+            assert remote.read_bytes() == payload
+            await transport.download(str(remote), str(back))
+            assert back.read_bytes() == payload
+            with pytest.raises(TransportError, match="download"):
+                await transport.download(str(tmp_path / "missing"), str(tmp_path / "x"))
+        assert server.connection_count == 1
+
+
+# --- the real OpenSSH server -----------------------------------------------------------------
+
+
+@pytest.mark.sshd
+async def test_sshd_commands(tmp_path: Path) -> None:
+    with running_sshd(tmp_path) as sshd:
+        async with SSHTransport(sshd.options()) as transport:
+            assert await transport.run("echo out; echo err >&2; exit 3") == CommandResult(
+                "out\n", "err\n", 3
+            )
+            result = await transport.run("tr a-z A-Z", input="hello\n")
+            assert result == CommandResult("HELLO\n", "", 0)
+            assert (await transport.run("cat; echo done", timeout=10)).stdout == "done\n"
+            result = await transport.run(shlex.join(["printf", "%s\\0", *TRICKY_ARGS]))
+            assert result.stdout.split("\0")[:-1] == TRICKY_ARGS
+            # OpenSSH keeps a timed-out command running (no pty: it ignores the KILL
+            # signal request); the channel is given up on and the connection stays usable.
+            pid_file = tmp_path / "sleeper.pid"
+            try:
+                started = time.monotonic()
+                with pytest.raises(TransportError, match="timed out"):
+                    await transport.run(f"echo $$ > {pid_file}; exec sleep 30", timeout=0.5)
+                assert time.monotonic() - started < 5
+                assert (await transport.run("echo after")).stdout == "after\n"
+                assert transport.connected
+            finally:
+                with contextlib.suppress(ValueError, OSError):
+                    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.sshd
+async def test_sshd_concurrent_commands_within_max_sessions(tmp_path: Path) -> None:
+    with running_sshd(tmp_path) as sshd:
+        async with SSHTransport(sshd.options()) as transport:  # max_channels 8 < MaxSessions 10
+            results: dict[int, str] = {}
+
+            async def one(index: int) -> None:
+                results[index] = (await transport.run(f"sleep 0.1; echo {index}")).stdout
+
+            async with anyio.create_task_group() as tg:
+                for index in range(24):
+                    tg.start_soon(one, index)
+            assert results == {i: f"{i}\n" for i in range(24)}
+
+
+@pytest.mark.sshd
+async def test_sshd_sftp_round_trip(tmp_path: Path) -> None:
+    payload = os.urandom(300_000)
+    source = tmp_path / "source.bin"
+    source.write_bytes(payload)
+    remote = tmp_path / "remote" / "deep" / "er" / "file.bin"
+    back = tmp_path / "back" / "file.bin"
+    with running_sshd(tmp_path) as sshd:
+        async with SSHTransport(sshd.options()) as transport:
+            await transport.upload(str(source), str(remote))
+            await transport.download(str(remote), str(back))
+    assert remote.read_bytes() == payload
+    assert back.read_bytes() == payload
+
+
+@pytest.mark.sshd
+async def test_sshd_unknown_host_key_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    with running_sshd(tmp_path) as sshd:
+        async with SSHTransport(sshd.options(known_hosts=str(empty))) as transport:
+            with pytest.raises(TransportError, match="host key refused"):
+                await transport.run("true")
