@@ -233,6 +233,7 @@ def sbatch(head: FakeHead, argv: list[str]) -> Result:
             queue,
             "{seq}",
             name=name,
+            queue=partition,
             script=script_path,
             workdir=workdir,
             stdout=os.path.join(workdir, _expand(out, seq, name, user)),
@@ -245,8 +246,6 @@ def sbatch(head: FakeHead, argv: list[str]) -> Result:
                 "requeue": bool(opts.get("requeue")),
             },
         )
-        # add_job's first parameter is also called "queue": set the partition afterwards
-        job["queue"] = partition
     if "parsable" in opts:
         return f"{noise}{job['id']}\n", "", 0
     return f"{noise}Submitted batch job {job['id']}\n", "", 0
