@@ -38,7 +38,7 @@ import anyio
 from benchlib import (  # isort: skip
     AsyncClient, figure, finish, note, percentile, pyspy, reap_jobs, rss_mb, spawn_daemon,
 )
-from schedulerd.state.store import NewJob, open_store  # noqa: E402
+from schedulerd.state.store import NewJob, open_store
 
 CHUNK = 50_000
 SEED_MARK = "bench-seeded.json"

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.harness import AsyncClient, RpcError, daemon_process  # noqa: E402
+from tests.harness import AsyncClient, RpcError, daemon_process
 
 __all__ = [
     "ROOT",
@@ -108,7 +108,7 @@ class DaemonRun:
                     with contextlib.suppress(ValueError, KeyError):
                         obj = json.loads(line)
                         if obj.get("event") == event:
-                            stamp = datetime.fromisoformat(obj["timestamp"].replace("Z", "+00:00"))
+                            stamp = datetime.fromisoformat(obj["timestamp"])
                             return stamp.timestamp() - self.started
             if time.monotonic() > deadline:
                 return float("nan")
@@ -249,7 +249,7 @@ def pyspy(pid: int, out: str | None) -> Iterator[None]:
         return
     spy = subprocess.Popen(
         ["py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-         "--threads", "--output", out, "--nonblocking"],  # fmt: skip
+         "--threads", "--output", out, "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     time.sleep(1.0)  # let it attach
