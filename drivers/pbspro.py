@@ -525,11 +525,36 @@ def _pbspro_jobs(stdout: str) -> Mapping[str, Mapping[str, object]]:
 # --- the dialect ---------------------------------------------------------------------------
 
 
+def parse_qselect(stdout: str, stderr: str, exit_status: int) -> list[str]:
+    """Job ids, one per line, from ``qselect``."""
+    raise_if_unreachable(stderr, exit_status, stdout)
+    if exit_status != 0:
+        raise RemoteCommandError(
+            f"qselect failed (exit {exit_status}): {' / '.join(_lines(stderr))[:300]}",
+            exit_status=exit_status,
+            stderr=stderr,
+        )
+    ids = []
+    for line in _lines(stdout):
+        if not re.fullmatch(r"\d+(\[\d*\])?(\.[\w.-]+)?", line):
+            raise ParseError(f"qselect printed {line[:100]!r}, not a job id")
+        ids.append(line)
+    return ids
+
+
 class PbsProDialect:
     """PBS Professional and OpenPBS."""
 
     name = "pbspro"
     has_dry_run = False
+    #: the status command lists only the ids we give it; ``qselect -u`` counts the rest
+    status_lists_user_jobs = False
+
+    def list_user_argv(self, user: str) -> list[str]:
+        return ["qselect", "-u", user]
+
+    def parse_list_user(self, stdout: str, stderr: str, exit_status: int) -> list[str]:
+        return parse_qselect(stdout, stderr, exit_status)
 
     def directives(self, job: JobRequest) -> list[str]:
         chunk = ["1"]

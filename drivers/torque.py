@@ -24,6 +24,7 @@ from schedulerd.drivers.pbspro import (
     common_directives,
     parse_full_text,
     parse_qdel,
+    parse_qselect,
     parse_qstat_common,
     parse_qstat_version,
     parse_qsub,
@@ -96,6 +97,14 @@ class TorqueDialect:
 
     name = "torque"
     has_dry_run = False
+    #: the status command lists only the ids we give it; ``qselect -u`` counts the rest
+    status_lists_user_jobs = False
+
+    def list_user_argv(self, user: str) -> list[str]:
+        return ["qselect", "-u", user]
+
+    def parse_list_user(self, stdout: str, stderr: str, exit_status: int) -> list[str]:
+        return parse_qselect(stdout, stderr, exit_status)
 
     def directives(self, job: JobRequest) -> list[str]:
         resources = []

@@ -22,7 +22,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
 
 
-def parse_duration(value: str | int | float, *, what: str = "duration") -> float:
+def parse_duration(value: str | float, *, what: str = "duration") -> float:
     """``90``, ``"90s"``, ``"5m"``, ``"1h30m"``, ``"2d"`` or ``"HH:MM:SS"`` -> seconds."""
     if isinstance(value, bool):
         raise ConfigError(f"{what}: expected a duration, got {value!r}")

@@ -20,21 +20,29 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
+import msgspec
 import structlog
 from anyio.abc import SocketAttribute
 
 from schedulerd import __version__
 from schedulerd import protocol as P
 from schedulerd.errors import (
+    Conflict,
     InvalidParams,
+    InvalidTransition,
+    JobNotFound,
     MessageTooLarge,
     MethodNotFound,
     PermissionDenied,
     SchedulerdError,
     ShuttingDown,
+    TransportError,
+    UnknownCluster,
 )
 from schedulerd.scheduler import ClusterWorker
-from schedulerd.state.store import JobFilter, Store
+from schedulerd.state.machine import State
+from schedulerd.state.store import Job, JobFilter, Store
 
 log = structlog.get_logger(__name__)
 
@@ -149,7 +157,7 @@ class Connection:
             log.info("request_failed", code=exc.code, error=exc.message)
             await self.send(P.error_line(req_id, exc))
             return
-        except Exception as exc:  # noqa: BLE001 - report, never drop the connection
+        except Exception as exc:
             log.exception("request_crashed")
             await self.send(P.error_line(req_id, SchedulerdError(f"internal error: {exc}")))
             return
@@ -264,12 +272,100 @@ def _action(action: str) -> Handler:
     async def handle(conn: Connection, params: dict[str, Any]) -> Any:
         p = P.convert_params(params, P.IdsParams)
         ids = P.ids_of(p)
-        jobs = await conn.ctx.store.user_action(action, ids, if_version=p.if_version)
+        store = conn.ctx.store
+        if action in ("hold", "release"):
+            on_head = await _on_head(conn.ctx, action, ids, p.if_version)
+            if on_head:
+                return await _hold_on_head(conn.ctx, action, ids, on_head)
+        jobs = await store.user_action(action, ids, if_version=p.if_version)
         for worker in conn.ctx.workers.values():
             worker.poke()
         return {"jobs": [P.job_to_wire(j) for j in jobs]}
 
     return handle
+
+
+async def _on_head(ctx: ControlContext, action: str, ids: list[int], if_version: int | None) -> dict[str, list[Job]]:
+    """Jobs of ``ids`` that the batch system must hold/release, by cluster. Mixing them
+    with jobs not yet submitted in one call is refused (nothing changes)."""
+    jobs = await ctx.store.get_jobs(ids)
+    missing = [i for i in ids if i not in jobs]
+    if missing:
+        raise JobNotFound(f"no job with id {missing[0]}", data={"missing": missing[:100]})
+    wanted = State.QUEUED if action == "hold" else State.HELD
+    by_cluster: dict[str, list[Job]] = {}
+    for job in jobs.values():
+        if job.native_id is not None and job.state in (State.QUEUED, State.RUNNING, State.HELD):
+            if job.state is not wanted:
+                raise InvalidTransition(f"job {job.id}: cannot {action} a job that is {job.state}")
+            if if_version is not None and job.version != if_version:
+                raise Conflict(f"job {job.id} is at version {job.version}, not {if_version}")
+            by_cluster.setdefault(job.cluster, []).append(job)
+    if by_cluster and sum(len(v) for v in by_cluster.values()) != len(ids):
+        raise InvalidParams(f"{action} jobs on a head separately from jobs not yet submitted")
+    return by_cluster
+
+
+async def _hold_on_head(
+    ctx: ControlContext, action: str, ids: list[int], by_cluster: dict[str, list[Job]]
+) -> Any:
+    """Ask the batch system; the poller records ``held``/``queued`` once the head says so."""
+    for cluster, jobs in by_cluster.items():
+        worker = ctx.workers.get(cluster)
+        if worker is None:
+            raise UnknownCluster(f"cluster {cluster!r} is not configured any more")
+        natives = [j.native_id for j in jobs if j.native_id]
+        try:
+            with anyio.fail_after(worker.config.command_timeout + 5):
+                if action == "hold":
+                    await worker.driver.hold(natives)
+                else:
+                    await worker.driver.release(natives)
+        except TimeoutError as exc:
+            raise TransportError(f"{cluster}: {action} timed out") from exc
+        worker.poke()
+    current = await ctx.store.get_jobs(ids)
+    return {"jobs": [P.job_to_wire(current[i]) for i in ids], "requested_on_head": True}
+
+
+class ClusterParams(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+def _worker(ctx: ControlContext, params: dict[str, Any]) -> ClusterWorker:
+    p = P.convert_params(params, ClusterParams)
+    worker = ctx.workers.get(p.name)
+    if worker is None:
+        raise UnknownCluster(f"no cluster named {p.name!r}", data={"clusters": sorted(ctx.workers)})
+    return worker
+
+
+async def clusters_list(conn: Connection, params: dict[str, Any]) -> Any:
+    _no_params(params)
+    return {"clusters": [w.status() for w in conn.ctx.workers.values()]}
+
+
+async def clusters_check(conn: Connection, params: dict[str, Any]) -> Any:
+    worker = _worker(conn.ctx, params)
+    results = await worker.driver.check()
+    return {
+        "name": worker.name,
+        "ok": all(r.ok for r in results),
+        "checks": [{"name": r.name, "ok": r.ok, "detail": r.detail} for r in results],
+    }
+
+
+async def clusters_drain(conn: Connection, params: dict[str, Any]) -> Any:
+    worker = _worker(conn.ctx, params)
+    worker.draining = True
+    return worker.status()
+
+
+async def clusters_resume(conn: Connection, params: dict[str, Any]) -> Any:
+    worker = _worker(conn.ctx, params)
+    worker.draining = False
+    worker.poke()
+    return worker.status()
 
 
 async def events_list(conn: Connection, params: dict[str, Any]) -> Any:
@@ -308,7 +404,7 @@ async def events_subscribe(conn: Connection, params: dict[str, Any]) -> Any:
 
     # the reply goes out before the first notification: start after returning
     async def start_later() -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         await stream()
 
     conn.tg.start_soon(start_later)
@@ -335,6 +431,10 @@ HANDLERS: dict[str, Handler] = {
     "job.hold": _action("hold"),
     "job.release": _action("release"),
     "job.retry": _action("retry"),
+    "clusters.list": clusters_list,
+    "clusters.check": clusters_check,
+    "clusters.drain": clusters_drain,
+    "clusters.resume": clusters_resume,
     "events.list": events_list,
     "events.subscribe": events_subscribe,
     "events.unsubscribe": events_unsubscribe,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import getpass
 import logging
 import os
 import signal
@@ -24,7 +25,11 @@ from schedulerd import __version__
 from schedulerd.config import ClusterConfig, Settings, load_settings
 from schedulerd.control import ControlContext, serve_control
 from schedulerd.drivers.api import Driver
+from schedulerd.drivers.batch import BatchDriver
+from schedulerd.drivers.dialect import Dialect
 from schedulerd.drivers.local import LocalDriver
+from schedulerd.drivers.ssh import SSHOptions, SSHTransport
+from schedulerd.drivers.transport import LocalTransport, Transport
 from schedulerd.errors import ConfigError, SchedulerdError
 from schedulerd.scheduler import ClusterWorker
 from schedulerd.state.store import open_store
@@ -47,12 +52,61 @@ def sd_notify(message: str) -> None:
         log.warning("sd_notify_failed", error=str(exc))
 
 
+def create_dialect(scheduler: str) -> Dialect:
+    if scheduler == "pbspro":
+        from schedulerd.drivers.pbspro import PbsProDialect
+
+        return PbsProDialect()
+    if scheduler == "torque":
+        from schedulerd.drivers.torque import TorqueDialect
+
+        return TorqueDialect()
+    if scheduler == "lsf":
+        from schedulerd.drivers.lsf import LsfDialect
+
+        return LsfDialect()
+    if scheduler == "htcondor":
+        from schedulerd.drivers.htcondor import HTCondorDialect
+
+        return HTCondorDialect()
+    if scheduler == "slurm":
+        from schedulerd.drivers.slurm import SlurmDialect
+
+        return SlurmDialect()
+    raise ConfigError(f"no batch dialect for scheduler {scheduler!r}")
+
+
+def create_transport(cluster: ClusterConfig) -> Transport:
+    if cluster.is_local_transport:
+        return LocalTransport()
+    return SSHTransport(
+        SSHOptions(
+            host=cluster.host or "localhost",
+            port=cluster.port,
+            user=cluster.user,
+            identity_files=(cluster.identity_file,) if cluster.identity_file else (),
+            known_hosts=cluster.known_hosts,
+            accept_unknown_host_keys=cluster.accept_unknown_host_keys,
+            jump_host=cluster.jump_host,
+            max_channels=cluster.max_channels,
+            connect_timeout=cluster.connect_timeout,
+            keepalive_interval=cluster.keepalive_interval,
+        )
+    )
+
+
 def create_driver(cluster: ClusterConfig) -> Driver:
     if cluster.scheduler == "local":
         return LocalDriver(exit_read_timeout=cluster.exit_read_timeout)
-    from schedulerd.drivers.batch import create_batch_driver
-
-    return create_batch_driver(cluster)
+    return BatchDriver(
+        create_dialect(cluster.scheduler),
+        create_transport(cluster),
+        user=cluster.user or getpass.getuser(),
+        exit_read_timeout=cluster.exit_read_timeout,
+        command_timeout=cluster.command_timeout,
+        workdir=cluster.workdir,
+        default_queue=cluster.default_queue,
+    )
 
 
 async def run(
@@ -112,10 +166,11 @@ async def run(
                 work.cancel_scope.cancel()
             await store.close()
     finally:
-        for worker in workers.values():
-            with anyio.CancelScope(shield=True):
-                await worker.driver.aclose()
-        await store.aclose_connections()
+        with anyio.CancelScope(shield=True):
+            for worker in workers.values():
+                with anyio.move_on_after(10):
+                    await worker.driver.aclose()
+            await store.aclose_connections()
         log.info("daemon_stopped")
 
 

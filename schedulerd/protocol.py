@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from schedulerd.config import parse_duration, parse_memory_mb
+from schedulerd.drivers.wrapper import ENV_NAME
 from schedulerd.errors import (
     ConfigError,
     DependencyCycle,
@@ -24,7 +25,6 @@ from schedulerd.errors import (
     ParseRequestError,
     SchedulerdError,
 )
-from schedulerd.drivers.wrapper import ENV_NAME
 from schedulerd.state.machine import State
 from schedulerd.state.store import Event, Job, NewJob
 

@@ -152,7 +152,8 @@ class ClusterWorker:
                 return
             try:
                 found = await self.driver.lookup([job_request(j) for j in stuck])
-            except TransportError as exc:
+            except SchedulerdError as exc:
+                self.last_error = str(exc)
                 self._log.warning("head_unreachable", error=str(exc), during="reconcile")
                 await anyio.sleep(min(30.0, self.config.poll_interval))
                 continue
@@ -180,7 +181,15 @@ class ClusterWorker:
         while True:
             submitted = 0
             if not self.draining:
-                submitted = await self.submit_once()
+                try:
+                    submitted = await self.submit_once()
+                except Exception as exc:  # noqa: BLE001 - a bad answer must not stop the daemon
+                    # jobs claimed by this round stay `submitting`: reconciled by name
+                    self.last_error = str(exc)
+                    self._log.exception("submit_failed")
+                    await anyio.sleep(min(30.0, self.config.poll_interval * 5))
+                    await self.reconcile()
+                    continue
             if submitted:
                 self._poll_now.set()
                 continue
@@ -266,6 +275,10 @@ class ClusterWorker:
             except TransportError as exc:
                 self.last_error = str(exc)
                 self._log.warning("head_unreachable", error=str(exc), during="poll")
+            except Exception as exc:  # noqa: BLE001 - a bad answer must not stop the daemon
+                # nothing is decided from an answer we could not read; try next round
+                self.last_error = str(exc)
+                self._log.exception("poll_failed")
             with anyio.move_on_after(self.config.poll_interval):
                 await self._poll_now.wait()
             self._poll_now = anyio.Event()

@@ -72,7 +72,9 @@ RETRYABLE = frozenset({S.FAILED, S.TIMEOUT, S.LOST})
 CANCELLABLE = frozenset(
     {S.PENDING, S.READY, S.HELD, S.SUBMITTING, S.QUEUED, S.RUNNING}
 )  # fmt: skip
-HOLDABLE = frozenset({S.PENDING, S.READY, S.QUEUED})
+#: held in our database; a job already on the head is held by the batch system instead
+#: (the control server asks the driver, the poller records what the head says)
+HOLDABLE = frozenset({S.PENDING, S.READY})
 USER_RETRYABLE = UNSUCCESSFUL
 
 

@@ -25,6 +25,9 @@ from typing import Any, TypeVar
 import aiosqlite
 import anyio
 import structlog
+from schedulerd.state import machine
+from schedulerd.state.machine import State
+from schedulerd.state.schema import MIGRATIONS, SCHEMA_VERSION
 
 from schedulerd.errors import (
     Conflict,
@@ -34,9 +37,6 @@ from schedulerd.errors import (
     ShuttingDown,
     UnknownDependency,
 )
-from schedulerd.state import machine
-from schedulerd.state.machine import State
-from schedulerd.state.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -362,7 +362,7 @@ def _alive(pid: int) -> bool:
 
 
 ALL_COMMANDS = (
-    "qsub", "qstat", "qdel", "qhold", "qrls", "tracejob",
+    "qsub", "qselect", "qstat", "qdel", "qhold", "qrls", "tracejob",
     "bsub", "bjobs", "bkill", "bhist", "bstop", "bresume", "lsid",
     "condor_submit", "condor_q", "condor_history", "condor_rm", "condor_hold",
     "condor_release", "condor_version",

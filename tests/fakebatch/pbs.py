@@ -640,7 +640,19 @@ def qrls(head: FakeHead, argv: list[str]) -> Result:
     return _each_id(head, "qrls", argv, act)
 
 
+def qselect(head: FakeHead, argv: list[str]) -> Result:
+    """``qselect -u USER``: the ids of that user's jobs still in the queue."""
+    if head.faults.get("down"):
+        return "", f"Connection refused\nqselect: cannot connect to server {head.config['server']} (errno=111)\n", 1
+    user = argv[argv.index("-u") + 1] if "-u" in argv else None
+    with head.transaction() as queue:
+        ids = [j["id"] for j in sorted(queue["jobs"].values(), key=lambda j: j["seq"])
+               if not j["forgotten"] and (user is None or j["owner"] == user)]  # fmt: skip
+    return "".join(i + "\n" for i in ids), "", 0
+
+
 COMMANDS: dict[str, Callable[[FakeHead, list[str]], Result]] = {
+    "qselect": qselect,
     "qsub": qsub,
     "qstat": qstat,
     "qdel": qdel,

@@ -1,0 +1,442 @@
+"""The async half of a batch driver: runs a pure :class:`Dialect` through a transport.
+
+Polling cost is O(1) commands per head per poll, whatever the number of jobs: one queue
+command, then (only for jobs that left the queue) one history command, then (only for
+those history could not settle) one command that prints every exit file.
+
+Submission writes every job's script and submits them all in ONE shell program sent
+over one command's stdin; the output carries one delimited section per job.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from schedulerd.drivers.api import ActiveJob, CheckResult, PollResult
+from schedulerd.drivers.base import FINISHED_PHASES, JobRequest, Observation, Phase, SubmitResult
+from schedulerd.drivers.dialect import Dialect
+from schedulerd.drivers.transport import CommandResult, Transport
+from schedulerd.drivers.wrapper import parse_exit_files, read_exit_files_command
+
+from schedulerd.errors import (
+    ParseError,
+    RemoteCommandError,
+    SchedulerdError,
+    SubmitRejected,
+    TransportError,
+)
+
+log = structlog.get_logger(__name__)
+
+SUBMIT_MARK = "@@schedulerd-submit"
+#: an id that only names a job found by its exit file after a crash
+UNKNOWN_PREFIX = "?"
+#: how often (in polls) to count all of the user's jobs when the queue command does not
+COUNT_EVERY = 10
+
+
+def render_submit_program(dialect: Dialect, jobs: Sequence[JobRequest]) -> str:
+    """One ``sh`` program that writes each job's files and submits it, printing
+    ``@@schedulerd-submit <n> <status>``, stdout, ``@@schedulerd-submit-stderr``, stderr,
+    ``@@schedulerd-submit-end`` for each job n."""
+    q = shlex.quote
+    lines = [
+        "__sd_o=$(mktemp) && __sd_e=$(mktemp) || exit 97",
+        "trap 'rm -f \"$__sd_o\" \"$__sd_e\"' EXIT",
+    ]
+    for n, job in enumerate(jobs):
+        files = {job.script_path: dialect.render_script(job), **dialect.extra_files(job)}
+        lines.append(f"if mkdir -p {q(job.control_dir)} {q(job.workdir)}; then")
+        for path, content in files.items():
+            delimiter = _delimiter(content)
+            lines.append(f"cat > {q(path)} <<'{delimiter}'")
+            lines.append(content.rstrip("\n"))
+            lines.append(delimiter)
+        lines.append(f"chmod 700 {q(job.script_path)}")
+        lines.append(f"rm -f {q(job.exit_path)}")
+        lines.append(
+            f"(cd {q(job.workdir)} && {shlex.join(dialect.submit_argv(job))})"
+            ' </dev/null >"$__sd_o" 2>"$__sd_e"; __sd_rc=$?'
+        )
+        lines.append("else")
+        lines.append(f"echo 'cannot create {job.workdir}' >\"$__sd_e\"; : >\"$__sd_o\"; __sd_rc=98")
+        lines.append("fi")
+        lines.append(f"printf '{SUBMIT_MARK} {n} %s\\n' \"$__sd_rc\"; cat \"$__sd_o\"")
+        lines.append(f"printf '\\n{SUBMIT_MARK}-stderr\\n'; cat \"$__sd_e\"")
+        lines.append(f"printf '\\n{SUBMIT_MARK}-end\\n'")
+    return "\n".join(lines) + "\n"
+
+
+def _delimiter(content: str) -> str:
+    while True:
+        token = f"SCHEDULERD_EOF_{secrets.token_hex(8)}"
+        if token not in content:
+            return token
+
+
+def parse_submit_program_output(output: str, count: int) -> dict[int, tuple[int, str, str]]:
+    """index -> (exit status, stdout, stderr) for every job whose section is complete."""
+    sections: dict[int, tuple[int, str, str]] = {}
+    lines = output.split("\n")
+    i = 0
+    while i < len(lines):
+        parts = lines[i].split(" ")
+        if len(parts) == 3 and parts[0] == SUBMIT_MARK and parts[1].isdigit():
+            try:
+                index, status = int(parts[1]), int(parts[2])
+            except ValueError:
+                i += 1
+                continue
+            out: list[str] = []
+            err: list[str] = []
+            target = out
+            i += 1
+            complete = False
+            while i < len(lines):
+                if lines[i] == f"{SUBMIT_MARK}-stderr":
+                    target = err
+                elif lines[i] == f"{SUBMIT_MARK}-end":
+                    complete = True
+                    break
+                else:
+                    target.append(lines[i])
+                i += 1
+            if complete and 0 <= index < count:
+                sections[index] = (status, "\n".join(out).strip("\n"), "\n".join(err).strip("\n"))
+        i += 1
+    return sections
+
+
+class BatchDriver:
+    def __init__(
+        self,
+        dialect: Dialect,
+        transport: Transport,
+        *,
+        user: str,
+        exit_read_timeout: float = 300.0,
+        command_timeout: float = 120.0,
+        workdir: str = "",
+        default_queue: str | None = None,
+    ) -> None:
+        self.dialect = dialect
+        self.transport = transport
+        self.user = user
+        self.exit_read_timeout = exit_read_timeout
+        self.command_timeout = command_timeout
+        self.workdir = workdir
+        self.default_queue = default_queue
+        self.name = dialect.name
+        self.version: str | None = None
+        self._missing_since: dict[str, float] = {}
+        self._polls = 0
+        self._user_jobs: int | None = None
+        self._log = log.bind(scheduler=dialect.name)
+
+    async def _run(self, argv: Sequence[str] | str, *, input: str | None = None) -> CommandResult:
+        command = argv if isinstance(argv, str) else shlex.join(argv)
+        return await self.transport.run(command, input=input, timeout=self.command_timeout)
+
+    async def detect_version(self) -> str:
+        """Ask the head which version runs; a dialect with ``for_version`` (LSF: JSON,
+        delimited or wide bjobs output) adapts to it."""
+        res = await self._run(self.dialect.version_argv())
+        self.version = self.dialect.parse_version(res.stdout, res.stderr, res.exit_status)
+        adapt = getattr(self.dialect, "for_version", None)
+        if adapt is not None:
+            self.dialect = adapt(self.version)
+        self._log.info("head_version", version=self.version)
+        return self.version
+
+    async def _ensure_version(self) -> None:
+        if self.version is None:
+            try:
+                await self.detect_version()
+            except (ParseError, RemoteCommandError) as exc:
+                if isinstance(exc, RemoteCommandError) and exc.transient:
+                    raise TransportError(f"version check: {exc.message}") from exc
+                self.version = "unknown"
+                self._log.warning("head_version_unknown", error=exc.message)
+
+    # --- submit ---------------------------------------------------------------------------
+
+    async def submit(self, jobs: Sequence[JobRequest]) -> list[SubmitResult]:
+        if not jobs:
+            return []
+        await self._ensure_version()
+        results: dict[int, SubmitResult] = {}
+        renderable: list[JobRequest] = []
+        for job in jobs:
+            try:
+                self.dialect.render_script(job)
+                self.dialect.extra_files(job)
+                renderable.append(job)
+            except ValueError as exc:
+                results[job.job_id] = SubmitResult(job_id=job.job_id, error=f"invalid job: {exc}")
+        if renderable:
+            program = render_submit_program(self.dialect, renderable)
+            res = await self._run(["sh", "-s"], input=program)
+            sections = parse_submit_program_output(res.stdout, len(renderable))
+            if len(sections) != len(renderable):
+                # cut off mid-way: some may be on the head; the caller reconciles by name
+                raise TransportError(
+                    f"submit output incomplete ({len(sections)} of {len(renderable)} answers;"
+                    f" exit {res.exit_status}): {res.stderr.strip()[:300]}"
+                )
+            unparsed: list[JobRequest] = []
+            for n, job in enumerate(renderable):
+                status, out, err = sections[n]
+                try:
+                    native = self.dialect.parse_submit(out, err, status)
+                except SubmitRejected as exc:
+                    results[job.job_id] = SubmitResult(
+                        job_id=job.job_id, error=exc.message, transient=exc.transient
+                    )
+                except RemoteCommandError as exc:
+                    results[job.job_id] = SubmitResult(
+                        job_id=job.job_id, error=exc.message, transient=exc.transient
+                    )
+                except ParseError as exc:
+                    self._log.warning("submit_output_unparsed", job_id=job.job_id, error=exc.message)
+                    unparsed.append(job)
+                else:
+                    results[job.job_id] = SubmitResult(job_id=job.job_id, native_id=native)
+            if unparsed:
+                # it may or may not be queued: ask the head rather than guess
+                found = await self.lookup(unparsed)
+                for job in unparsed:
+                    native = found.get(job.name)
+                    if native is not None:
+                        results[job.job_id] = SubmitResult(job_id=job.job_id, native_id=native)
+                    else:
+                        results[job.job_id] = SubmitResult(
+                            job_id=job.job_id, error="submit output not understood", transient=True
+                        )
+        return [results[job.job_id] for job in jobs]
+
+    # --- poll -------------------------------------------------------------------------------
+
+    async def poll(self, active: Sequence[ActiveJob]) -> PollResult:
+        await self._ensure_version()
+        self._polls += 1
+        known = [a for a in active if not a.native_id.startswith(UNKNOWN_PREFIX)]
+        res = await self._run(self.dialect.status_argv(self.user, [a.native_id for a in known]))
+        queue = self.dialect.parse_status(res.stdout, res.stderr, res.exit_status)
+        if self._lists_all_user_jobs():
+            self._user_jobs = len([o for o in queue.values() if o.phase not in FINISHED_PHASES])
+        elif self._polls % COUNT_EVERY == 1:
+            await self._count_user_jobs()
+        found: dict[str, Observation] = {}
+        left: list[ActiveJob] = []
+        for job in active:
+            obs = queue.get(job.native_id)
+            if obs is None:
+                left.append(job)
+            else:
+                self._missing_since.pop(job.native_id, None)
+                found[job.native_id] = obs
+        if left:
+            await self._settle_departed(left, found)
+        return PollResult(observations=found, user_jobs=self._user_jobs)
+
+    def _lists_all_user_jobs(self) -> bool:
+        return getattr(self.dialect, "status_lists_user_jobs", True) is True
+
+    async def _count_user_jobs(self) -> None:
+        argv_fn = getattr(self.dialect, "list_user_argv", None)
+        if argv_fn is None:
+            return
+        try:
+            res = await self._run(argv_fn(self.user))
+            ids = self.dialect.parse_list_user(res.stdout, res.stderr, res.exit_status)  # type: ignore[attr-defined]
+        except (ParseError, RemoteCommandError) as exc:
+            self._log.warning("count_user_jobs_failed", error=exc.message)
+            return
+        self._user_jobs = len(ids)
+
+    async def _settle_departed(self, left: list[ActiveJob], found: dict[str, Observation]) -> None:
+        """History for jobs that left the queue, then their exit files, then the timeout."""
+        now = time.time()
+        history: dict[str, Observation] = {}
+        real = [a for a in left if not a.native_id.startswith(UNKNOWN_PREFIX)]
+        if real:
+            since = min(a.submitted_at for a in real) - 3600
+            argv = self.dialect.history_argv(self.user, [a.native_id for a in real], since)
+            if argv is not None:
+                try:
+                    res = await self._run(argv)
+                    history = self.dialect.parse_history(res.stdout, res.stderr, res.exit_status)
+                except RemoteCommandError as exc:
+                    if exc.transient:
+                        raise TransportError(f"history: {exc.message}") from exc
+                    self._log.warning("history_unavailable", error=exc.message)
+                except ParseError as exc:
+                    self._log.warning("history_unparsed", error=exc.message)
+        unsettled: list[ActiveJob] = []
+        for job in left:
+            obs = history.get(job.native_id)
+            if obs is not None and obs.phase in FINISHED_PHASES:
+                self._missing_since.pop(job.native_id, None)
+                found[job.native_id] = obs
+            elif obs is not None and obs.phase is not Phase.GONE:
+                # history still sees it queued/running (the queue and history raced)
+                found[job.native_id] = obs
+            else:
+                unsettled.append(job)
+        if not unsettled:
+            return
+        res = await self._run(read_exit_files_command([a.request.exit_path for a in unsettled]))
+        records = parse_exit_files(res.stdout)
+        for job in unsettled:
+            record = records.get(job.request.exit_path)
+            if record is not None:
+                self._missing_since.pop(job.native_id, None)
+                found[job.native_id] = Observation(
+                    native_id=job.native_id,
+                    phase=Phase.COMPLETED if record.exit_code == 0 else Phase.FAILED,
+                    exit_code=record.exit_code,
+                    reason="exit file" + (f" (signal {record.signal})" if record.signal else ""),
+                    started_at=record.started_at,
+                    finished_at=record.finished_at,
+                )
+                continue
+            first = self._missing_since.setdefault(job.native_id, now)
+            if now - first >= self.exit_read_timeout:
+                self._missing_since.pop(job.native_id, None)
+                found[job.native_id] = Observation(
+                    native_id=job.native_id,
+                    phase=Phase.GONE,
+                    reason=f"left the queue; no history and no exit file after {self.exit_read_timeout:g}s",
+                )
+
+    # --- cancel / hold / release ------------------------------------------------------------
+
+    async def cancel(self, native_ids: Sequence[str]) -> None:
+        ids = [n for n in native_ids if not n.startswith(UNKNOWN_PREFIX)]
+        if ids:
+            res = await self._run(self.dialect.cancel_argv(ids))
+            self.dialect.parse_cancel(res.stdout, res.stderr, res.exit_status)
+
+    async def hold(self, native_ids: Sequence[str]) -> None:
+        res = await self._run(self.dialect.hold_argv(list(native_ids)))
+        self.dialect.parse_cancel(res.stdout, res.stderr, res.exit_status)
+
+    async def release(self, native_ids: Sequence[str]) -> None:
+        res = await self._run(self.dialect.release_argv(list(native_ids)))
+        self.dialect.parse_cancel(res.stdout, res.stderr, res.exit_status)
+
+    # --- crash reconciliation ---------------------------------------------------------------
+
+    async def lookup(self, jobs: Sequence[JobRequest]) -> dict[str, str]:
+        """Which of these batch names reached the head: by the queue listing, then by
+        exit file (a job that already ran and left)."""
+        if not jobs:
+            return {}
+        ids: list[str] = []
+        argv_fn = getattr(self.dialect, "list_user_argv", None)
+        if not self._lists_all_user_jobs() and argv_fn is not None:
+            res = await self._run(argv_fn(self.user))
+            ids = list(self.dialect.parse_list_user(res.stdout, res.stderr, res.exit_status))  # type: ignore[attr-defined]
+            if not ids:
+                queue: dict[str, Observation] = {}
+            else:
+                res = await self._run(self.dialect.status_argv(self.user, ids))
+                queue = self.dialect.parse_status(res.stdout, res.stderr, res.exit_status)
+        else:
+            res = await self._run(self.dialect.status_argv(self.user, []))
+            queue = self.dialect.parse_status(res.stdout, res.stderr, res.exit_status)
+        by_name = {o.name: native for native, o in queue.items() if o.name}
+        found = {job.name: by_name[job.name] for job in jobs if job.name in by_name}
+        rest = [job for job in jobs if job.name not in found]
+        if rest:
+            res = await self._run(read_exit_files_command([j.exit_path for j in rest]))
+            records = parse_exit_files(res.stdout)
+            for job in rest:
+                if job.exit_path in records:
+                    found[job.name] = UNKNOWN_PREFIX + job.name
+        return found
+
+    # --- clusters check -----------------------------------------------------------------------
+
+    async def check(self) -> list[CheckResult]:
+        checks: list[CheckResult] = []
+
+        async def step(name: str, coro: Any) -> bool:
+            try:
+                detail = await coro
+            except SchedulerdError as exc:
+                checks.append(CheckResult(name=name, ok=False, detail=exc.message))
+                return False
+            checks.append(CheckResult(name=name, ok=True, detail=str(detail)))
+            return True
+
+        async def connect() -> str:
+            res = await self._run("echo schedulerd-check")
+            if "schedulerd-check" not in res.stdout:
+                raise RemoteCommandError(f"unexpected answer {res.stdout[:100]!r} {res.stderr[:200]!r}")
+            return "connected"
+
+        if not await step("connect", connect()):
+            return checks
+
+        async def commands() -> str:
+            probe = JobRequest(job_id=0, attempt=0, name="sd-check-0", argv=("true",), workdir=self.workdir or ".")
+            names = sorted({self.dialect.submit_argv(probe)[0], self.dialect.status_argv(self.user, ["1"])[0],
+                            self.dialect.cancel_argv(["1"])[0]} - {"sh"})  # fmt: skip
+            res = await self._run("for c in " + " ".join(map(shlex.quote, names)) +
+                                  '; do command -v "$c" >/dev/null || echo "missing $c"; done')  # fmt: skip
+            missing = [line.split(" ", 1)[1] for line in res.stdout.splitlines() if line.startswith("missing ")]
+            if missing:
+                raise RemoteCommandError(f"not on PATH: {', '.join(missing)}")
+            return ", ".join(names)
+
+        await step("commands", commands())
+        await step("version", self.detect_version())
+
+        async def status() -> str:
+            res = await self._run(self.dialect.status_argv(self.user, []))
+            jobs = self.dialect.parse_status(res.stdout, res.stderr, res.exit_status)
+            return f"queue answers ({len(jobs)} jobs listed)"
+
+        await step("queue", status())
+
+        async def workdir() -> str:
+            if not self.workdir:
+                raise RemoteCommandError("no workdir configured")
+            q = shlex.quote(self.workdir)
+            res = await self._run(f"mkdir -p {q} && test -w {q} && echo ok")
+            if res.stdout.strip() != "ok":
+                raise RemoteCommandError(f"{self.workdir} is not writable: {res.stderr.strip()[:200]}")
+            return f"{self.workdir} writable"
+
+        workdir_ok = await step("workdir", workdir())
+        if self.dialect.has_dry_run and workdir_ok:
+
+            async def dry_run() -> str:
+                probe = JobRequest(job_id=0, attempt=0, name="sd-check-0", argv=("true",),
+                                   workdir=f"{self.workdir}/.check", queue=self.default_queue)  # fmt: skip
+                argv = self.dialect.dry_run_argv(probe)
+                assert argv is not None
+                files = {probe.script_path: self.dialect.render_script(probe), **self.dialect.extra_files(probe)}
+                program = [f"mkdir -p {shlex.quote(probe.control_dir)}"]
+                for path, content in files.items():
+                    delimiter = _delimiter(content)
+                    program += [f"cat > {shlex.quote(path)} <<'{delimiter}'", content.rstrip("\n"), delimiter]
+                program.append(f"cd {shlex.quote(probe.workdir)} && {shlex.join(argv)}")
+                res = await self._run(["sh", "-s"], input="\n".join(program) + "\n")
+                if res.exit_status != 0:
+                    raise RemoteCommandError(
+                        f"dry-run submit refused: {(res.stderr or res.stdout).strip()[:300]}"
+                    )
+                return "dry-run submit accepted"
+
+            await step("dry-run", dry_run())
+        return checks
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
