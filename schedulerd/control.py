@@ -178,20 +178,20 @@ class Connection:
 
 # --- handlers -----------------------------------------------------------------------------
 
-Handler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
+Handler = Callable[[Connection, P.Params], Awaitable[Any]]
 
 
-def _no_params(params: dict[str, Any]) -> None:
-    if params:
-        raise InvalidParams(f"this method takes no params, got {sorted(params)}")
+def _no_params(params: P.Params) -> None:
+    if not params.is_empty():
+        raise InvalidParams(f"this method takes no params, got {params.keys() or 'a non-object'}")
 
 
-async def daemon_ping(conn: Connection, params: dict[str, Any]) -> Any:
+async def daemon_ping(conn: Connection, params: P.Params) -> Any:
     _no_params(params)
     return {"pong": True, "version": __version__, "protocol": P.PROTOCOL_VERSION}
 
 
-async def daemon_info(conn: Connection, params: dict[str, Any]) -> Any:
+async def daemon_info(conn: Connection, params: P.Params) -> Any:
     _no_params(params)
     ctx = conn.ctx
     settings = ctx.settings_getter()
@@ -211,7 +211,7 @@ async def daemon_info(conn: Connection, params: dict[str, Any]) -> Any:
     }
 
 
-async def daemon_shutdown(conn: Connection, params: dict[str, Any]) -> Any:
+async def daemon_shutdown(conn: Connection, params: P.Params) -> Any:
     _no_params(params)
     conn.after_reply = conn.ctx.request_shutdown  # answer first, then stop
     return {"stopping": True}
@@ -221,14 +221,15 @@ def _cluster_views(ctx: ControlContext) -> tuple[dict[str, P.ClusterView], str]:
     settings = ctx.settings_getter()
     views = {
         name: P.ClusterView(name=name, workdir=c.workdir, default_queue=c.default_queue,
-                            is_local=c.is_local_transport)  # fmt: skip
+                            is_local=c.is_local_transport,
+                            outputs_dir=str(settings.outputs_path))  # fmt: skip
         for name, c in settings.clusters.items()
     }
     default = "local" if "local" in views else next(iter(views))
     return views, default
 
 
-async def job_submit(conn: Connection, params: dict[str, Any]) -> Any:
+async def job_submit(conn: Connection, params: P.Params) -> Any:
     ctx = conn.ctx
     if ctx.stopping:
         raise ShuttingDown()
@@ -248,7 +249,7 @@ async def job_submit(conn: Connection, params: dict[str, Any]) -> Any:
     return {"ids": in_order}
 
 
-async def job_get(conn: Connection, params: dict[str, Any]) -> Any:
+async def job_get(conn: Connection, params: P.Params) -> Any:
     p = P.convert_params(params, P.IdsParams)
     if p.id is None or p.ids is not None or p.if_version is not None:
         raise InvalidParams('job.get takes "id"')
@@ -256,7 +257,7 @@ async def job_get(conn: Connection, params: dict[str, Any]) -> Any:
     return P.job_to_wire(job, after=await conn.ctx.store.parents(job.id))
 
 
-async def job_list(conn: Connection, params: dict[str, Any]) -> Any:
+async def job_list(conn: Connection, params: P.Params) -> Any:
     p = P.convert_params(params, P.ListParams)
     if not 1 <= p.limit <= MAX_LIST_LIMIT:
         raise InvalidParams(f'"limit" must be between 1 and {MAX_LIST_LIMIT}')
@@ -269,7 +270,7 @@ async def job_list(conn: Connection, params: dict[str, Any]) -> Any:
 
 
 def _action(action: str) -> Handler:
-    async def handle(conn: Connection, params: dict[str, Any]) -> Any:
+    async def handle(conn: Connection, params: P.Params) -> Any:
         p = P.convert_params(params, P.IdsParams)
         ids = P.ids_of(p)
         store = conn.ctx.store
@@ -332,7 +333,7 @@ class ClusterParams(msgspec.Struct, forbid_unknown_fields=True):
     name: str
 
 
-def _worker(ctx: ControlContext, params: dict[str, Any]) -> ClusterWorker:
+def _worker(ctx: ControlContext, params: P.Params) -> ClusterWorker:
     p = P.convert_params(params, ClusterParams)
     worker = ctx.workers.get(p.name)
     if worker is None:
@@ -340,12 +341,12 @@ def _worker(ctx: ControlContext, params: dict[str, Any]) -> ClusterWorker:
     return worker
 
 
-async def clusters_list(conn: Connection, params: dict[str, Any]) -> Any:
+async def clusters_list(conn: Connection, params: P.Params) -> Any:
     _no_params(params)
     return {"clusters": [w.status() for w in conn.ctx.workers.values()]}
 
 
-async def clusters_check(conn: Connection, params: dict[str, Any]) -> Any:
+async def clusters_check(conn: Connection, params: P.Params) -> Any:
     worker = _worker(conn.ctx, params)
     results = await worker.driver.check()
     return {
@@ -355,20 +356,20 @@ async def clusters_check(conn: Connection, params: dict[str, Any]) -> Any:
     }
 
 
-async def clusters_drain(conn: Connection, params: dict[str, Any]) -> Any:
+async def clusters_drain(conn: Connection, params: P.Params) -> Any:
     worker = _worker(conn.ctx, params)
     worker.draining = True
     return worker.status()
 
 
-async def clusters_resume(conn: Connection, params: dict[str, Any]) -> Any:
+async def clusters_resume(conn: Connection, params: P.Params) -> Any:
     worker = _worker(conn.ctx, params)
     worker.draining = False
     worker.poke()
     return worker.status()
 
 
-async def events_list(conn: Connection, params: dict[str, Any]) -> Any:
+async def events_list(conn: Connection, params: P.Params) -> Any:
     p = P.convert_params(params, P.EventsParams)
     if not 1 <= p.limit <= MAX_LIST_LIMIT:
         raise InvalidParams(f'"limit" must be between 1 and {MAX_LIST_LIMIT}')
@@ -380,7 +381,7 @@ async def events_list(conn: Connection, params: dict[str, Any]) -> Any:
     }
 
 
-async def events_subscribe(conn: Connection, params: dict[str, Any]) -> Any:
+async def events_subscribe(conn: Connection, params: P.Params) -> Any:
     p = P.convert_params(params, P.EventsParams)
     store = conn.ctx.store
     cursor = p.since if p.since is not None else await store.last_event_id()
@@ -411,7 +412,7 @@ async def events_subscribe(conn: Connection, params: dict[str, Any]) -> Any:
     return {"subscribed": True, "cursor": cursor}
 
 
-async def events_unsubscribe(conn: Connection, params: dict[str, Any]) -> Any:
+async def events_unsubscribe(conn: Connection, params: P.Params) -> Any:
     _no_params(params)
     if conn.subscription is not None:
         conn.subscription.cancel()

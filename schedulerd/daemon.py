@@ -219,6 +219,7 @@ def apply_reload(
         max_message_bytes=new.max_message_bytes,
         retry_base=new.retry_base,
         log_level=new.log_level,
+        outputs_dir=old.outputs_dir,
     )
     current["settings"] = kept
     store.retry_base = kept.retry_base

@@ -6,15 +6,17 @@ writes the lines this module builds.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from schedulerd.config import parse_duration, parse_memory_mb
+from schedulerd.drivers import staging
 from schedulerd.drivers.wrapper import ENV_NAME
 from schedulerd.errors import (
     ConfigError,
@@ -29,49 +31,85 @@ from schedulerd.state.machine import State
 from schedulerd.state.store import Event, Job, NewJob
 
 PROTOCOL_VERSION = 1
+T = TypeVar("T")
 MAX_BATCH_LIST = 100_000  # ids per cancel/hold/... call
 _NAME = re.compile(r"[A-Za-z0-9_.+-]{1,200}\Z")
 _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
 
 
+class Params:
+    """A request's params, still encoded: each method decodes them straight into its
+    own typed struct (no intermediate dicts for a 100,000-job submit)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes | None) -> None:
+        self.raw = raw
+
+    def decode(self, kind: type[T]) -> T:
+        try:
+            return msgspec.json.decode(self.raw or b"{}", type=kind)
+        except msgspec.ValidationError as exc:
+            raise InvalidParams(f"invalid params: {exc}") from exc
+
+    def is_empty(self) -> bool:
+        return self.raw is None or msgspec.json.decode(self.raw) in ({}, None)
+
+    def keys(self) -> list[str]:
+        value = msgspec.json.decode(self.raw or b"{}")
+        return sorted(value) if isinstance(value, dict) else []
+
+
+class _Envelope(msgspec.Struct):
+    jsonrpc: Any = None
+    method: Any = None
+    id: Any = msgspec.UNSET
+    params: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     id: int | str | None
     method: str
-    params: dict[str, Any]
+    params: Params
     is_notification: bool
 
 
 def decode_request(line: bytes) -> Request:
     """Parse one line into a request; ParseRequestError / InvalidRequest otherwise."""
     try:
-        obj = _json_decoder.decode(line)
+        env = _envelope_decoder.decode(line)
+    except msgspec.ValidationError as exc:
+        # valid JSON, but not an object: say what it is
+        try:
+            obj = _json_decoder.decode(line)
+        except (msgspec.DecodeError, UnicodeDecodeError) as inner:
+            raise ParseRequestError(f"malformed JSON: {inner}") from inner
+        if isinstance(obj, list):
+            raise InvalidRequest("batch requests are not supported; send one object per line") from exc
+        raise InvalidRequest("a request is a JSON object") from exc
     except msgspec.DecodeError as exc:
         raise ParseRequestError(f"malformed JSON: {exc}") from exc
-    if isinstance(obj, list):
-        raise InvalidRequest("batch requests are not supported; send one object per line")
-    if not isinstance(obj, dict):
-        raise InvalidRequest("a request is a JSON object")
-    if obj.get("jsonrpc") != "2.0":
-        raise InvalidRequest('"jsonrpc" must be "2.0"', data={"id": _safe_id(obj)})
-    method = obj.get("method")
-    if not isinstance(method, str) or not method:
-        raise InvalidRequest('"method" must be a non-empty string', data={"id": _safe_id(obj)})
-    req_id = obj.get("id")
-    if req_id is not None and (isinstance(req_id, bool) or not isinstance(req_id, int | str)):
-        raise InvalidRequest('"id" must be a string, a number or null')
-    params = obj.get("params", {})
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
-        raise InvalidParams("params must be an object (named parameters)", data={"id": req_id})
-    return Request(id=req_id, method=method, params=params, is_notification="id" not in obj)
-
-
-def _safe_id(obj: dict[str, Any]) -> int | str | None:
-    value = obj.get("id")
-    return value if isinstance(value, int | str) and not isinstance(value, bool) else None
+    except UnicodeDecodeError as exc:
+        raise ParseRequestError(f"malformed JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    raw_id = None if env.id is msgspec.UNSET else env.id
+    safe_id = raw_id if isinstance(raw_id, int | str) and not isinstance(raw_id, bool) else None
+    if env.jsonrpc != "2.0":
+        raise InvalidRequest('"jsonrpc" must be "2.0"', data={"id": safe_id})
+    if not isinstance(env.method, str) or not env.method:
+        raise InvalidRequest('"method" must be a non-empty string', data={"id": safe_id})
+    if raw_id is not None and safe_id is None:
+        raise InvalidRequest('"id" must be a string, an integer or null')
+    raw = bytes(env.params) or None
+    if raw is not None and raw.lstrip()[:1] not in (b"{", b"n"):
+        raise InvalidParams("params must be an object (named parameters)", data={"id": safe_id})
+    if raw is not None and raw.strip() == b"null":
+        raw = None
+    return Request(id=safe_id, method=env.method, params=Params(raw), is_notification=env.id is msgspec.UNSET)
 
 
 def encode(obj: Any) -> bytes:
@@ -113,6 +151,8 @@ class JobSpecIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     retries: int = 0
     directives: list[str] = []
     requeue: bool = False
+    inputs: list[str] = []  # absolute paths here, staged to <workdir>/<basename>
+    outputs: list[str] = []  # glob patterns relative to the workdir, fetched at the end
 
 
 class SubmitParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -141,11 +181,8 @@ class EventsParams(msgspec.Struct, forbid_unknown_fields=True):
     ids: list[int] | None = None
 
 
-def convert_params(params: dict[str, Any], kind: type[Any]) -> Any:
-    try:
-        return msgspec.convert(params, kind)
-    except msgspec.ValidationError as exc:
-        raise InvalidParams(f"invalid params: {exc}") from exc
+def convert_params(params: Params, kind: type[T]) -> T:
+    return params.decode(kind)
 
 
 def ids_of(p: IdsParams) -> list[int]:
@@ -183,6 +220,7 @@ class ClusterView:
     workdir: str
     default_queue: str | None
     is_local: bool
+    outputs_dir: str | None = None  # where staged-out outputs go (Settings.outputs_path)
 
 
 def build_new_jobs(
@@ -274,6 +312,22 @@ def _topological(edges: list[list[int]]) -> list[int]:
     )
 
 
+_UNSAFE_NAME = re.compile(r"[\s'\"\\$`;]")
+
+
+@functools.lru_cache(maxsize=4096)
+def _memory_mb(value: str | int) -> int:
+    return parse_memory_mb(value, what="memory")
+
+
+@functools.lru_cache(maxsize=4096)
+def _walltime_s(value: str | int) -> int:
+    seconds = int(parse_duration(value, what="walltime"))
+    if seconds <= 0:
+        raise ValueError("walltime must be positive")
+    return seconds
+
+
 def _row(spec: JobSpecIn, where: str, cluster: ClusterView, local_parents: list[int]) -> NewJob:
     if not spec.argv or not all(spec.argv):
         raise ValueError("argv must be a non-empty list of non-empty strings")
@@ -294,17 +348,13 @@ def _row(spec: JobSpecIn, where: str, cluster: ClusterView, local_parents: list[
     if spec.retries < 0 or spec.retries > 100:
         raise ValueError("retries must be between 0 and 100")
     for text, label in ((spec.queue, "queue"), (spec.account, "account")):
-        if text is not None and (not text or re.search(r"[\s'\"\\$`;]", text)):
+        if text is not None and (not text or _UNSAFE_NAME.search(text)):
             raise ValueError(f"{label} {text!r} is not a valid name")
     for d in spec.directives:
         if "\n" in d or "\r" in d or "\0" in d:
             raise ValueError("directives must be single lines")
-    memory_mb = None if spec.memory is None else parse_memory_mb(spec.memory, what="memory")
-    walltime_s = None
-    if spec.walltime is not None:
-        walltime_s = int(parse_duration(spec.walltime, what="walltime"))
-        if walltime_s <= 0:
-            raise ValueError("walltime must be positive")
+    memory_mb = None if spec.memory is None else _memory_mb(spec.memory)
+    walltime_s = None if spec.walltime is None else _walltime_s(spec.walltime)
     workdir = spec.workdir
     if workdir is not None:
         if "\0" in workdir or "\n" in workdir or not workdir:
@@ -322,6 +372,15 @@ def _row(spec: JobSpecIn, where: str, cluster: ClusterView, local_parents: list[
         payload["directives"] = list(spec.directives)
     if spec.requeue:
         payload["requeue"] = True
+    if spec.inputs:
+        payload["inputs"] = staging.validate_inputs(spec.inputs)
+        problems = staging.unusable_inputs(spec.inputs)  # a stat each, on this machine
+        if problems:
+            raise ValueError("inputs: " + "; ".join(problems[:10]))
+    if spec.outputs:
+        payload["outputs"] = staging.validate_output_patterns(spec.outputs)
+        if cluster.outputs_dir is not None:
+            payload["outputs_root"] = cluster.outputs_dir
     return NewJob(
         name=name,
         cluster=cluster.name,
@@ -361,6 +420,9 @@ def job_to_wire(job: Job, *, after: list[int] | None = None) -> dict[str, Any]:
         "walltime_s": spec.get("walltime_s"),
         "account": spec.get("account"),
         "workdir": job.workdir,
+        "inputs": spec.get("inputs", []),
+        "outputs": spec.get("outputs", []),
+        "outputs_dir": f"{spec['outputs_root']}/{job.id}" if spec.get("outputs_root") else None,
         "stdout": f"{job.workdir}/{job.submit_name}.out",
         "stderr": f"{job.workdir}/{job.submit_name}.err",
         "not_before": job.not_before,

@@ -6,6 +6,7 @@ unreachable pauses the worker (the driver's backoff), and job states stay as the
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,8 @@ import structlog
 from schedulerd.config import ClusterConfig, Settings
 from schedulerd.drivers.api import ActiveJob, Driver
 from schedulerd.drivers.base import JobRequest, Observation, Phase, SubmitResult
-from schedulerd.errors import SchedulerdError, TransportError
+from schedulerd.drivers.staging import output_dir, stage_in, stage_out
+from schedulerd.errors import InvalidSpec, SchedulerdError, TransportError
 from schedulerd.state import machine
 from schedulerd.state.machine import State
 from schedulerd.state.store import Change, Job, Store
@@ -33,6 +35,9 @@ PHASE_TO_STATE = {
     Phase.CANCELLED: State.CANCELLED,
     Phase.GONE: State.LOST,
 }
+#: an attempt that ended in one of these on the head has its outputs fetched
+STAGE_OUT_STATES = frozenset({State.COMPLETED, State.FAILED, State.TIMEOUT})
+STAGING_CONCURRENCY = 8
 
 
 def job_request(job: Job) -> JobRequest:
@@ -223,7 +228,8 @@ class ClusterWorker:
             self._bucket.take(len(claimed))
         requests = [job_request(j) for j in claimed]
         try:
-            results = await self.driver.submit(requests)
+            refused = await self._stage_in(claimed, requests)
+            submitted = await self.driver.submit([r for r in requests if r.job_id not in refused])
         except TransportError as exc:
             # Nothing decided; the submit may or may not have reached the head, so the
             # jobs stay `submitting` and are reconciled by name like after a crash.
@@ -232,8 +238,43 @@ class ClusterWorker:
             await anyio.sleep(1.0)
             await self.reconcile()
             return 0
+        by_id = {r.job_id: r for r in submitted}
+        results = [refused.get(j.id) or by_id[j.id] for j in claimed]
         await self._record_submits(claimed, results)
         return len(claimed)
+
+    async def _stage_in(self, claimed: Sequence[Job], requests: Sequence[JobRequest]) -> dict[int, SubmitResult]:
+        """Upload the input files of the claimed jobs that have any. A job whose input
+        is gone from this machine is refused (it fails, nothing is submitted); a
+        transport failure raises TransportError after all uploads have ended."""
+        todo = [(j, r) for j, r in zip(claimed, requests, strict=True) if j.spec.get("inputs")]
+        refused: dict[int, SubmitResult] = {}
+        if not todo:
+            return refused
+        errors: list[TransportError] = []
+        limiter = anyio.CapacityLimiter(STAGING_CONCURRENCY)
+
+        async def one(job: Job, request: JobRequest) -> None:
+            async with limiter:
+                try:
+                    await stage_in(self.driver.transport, request, job.spec["inputs"])
+                except InvalidSpec as exc:
+                    refused[job.id] = SubmitResult(job_id=job.id, error=exc.message)
+                except TransportError as exc:
+                    errors.append(exc)
+                except (OSError, SchedulerdError) as exc:
+                    # the head refused the file (no space, permissions): the job cannot run
+                    refused[job.id] = SubmitResult(job_id=job.id, error=f"staging inputs failed: {exc}")
+
+        async with anyio.create_task_group() as tg:
+            for job, request in todo:
+                tg.start_soon(one, job, request)
+        if errors:
+            raise errors[0]
+        if refused:
+            self._log.warning("stage_in_refused", job_ids=sorted(refused))
+        self._log.info("inputs_staged", count=len(todo) - len(refused))
+        return refused
 
     async def _record_submits(self, claimed: Sequence[Job], results: Sequence[SubmitResult]) -> None:
         now = time.time()
@@ -306,20 +347,61 @@ class ClusterWorker:
             self.foreign_jobs = max(0, result.user_jobs - ours)
         now = time.time()
         by_native = {j.native_id: j for j in watched}
-        changes = []
+        changes: list[Change] = []
+        ended: list[tuple[int, Job]] = []
         for native_id, obs in result.observations.items():
             job = by_native.get(native_id)
             if job is None:
                 continue
             change = observation_change(job, obs, now)
             if change is not None:
+                if change.to in STAGE_OUT_STATES and job.spec.get("outputs"):
+                    ended.append((len(changes), job))
                 changes.append(change)
+        if ended:
+            # before the transition is recorded: once a client sees the job ended, its
+            # outputs are there (and a crash in between fetches them again)
+            for index, record in await self._stage_out([job for _, job in ended]):
+                position = ended[index][0]
+                change = changes[position]
+                changes[position] = dataclasses.replace(change, fields={**change.fields, "result": record})
         if changes:
             with anyio.CancelScope(shield=True):
                 outcome = await self.store.apply(changes)
             for o in outcome:
                 if isinstance(o, SchedulerdError):
                     self._log.info("observation_conflict", error=str(o))
+
+    async def _stage_out(self, jobs: Sequence[Job]) -> list[tuple[int, dict[str, Any]]]:
+        """Fetch each ended attempt's outputs; (index in ``jobs``, the job's new result).
+        Failures are logged (``stage_out_failed``) and recorded, never change a state."""
+        records: list[tuple[int, dict[str, Any]]] = []
+        limiter = anyio.CapacityLimiter(STAGING_CONCURRENCY)
+
+        async def one(index: int, job: Job) -> None:
+            root = job.spec.get("outputs_root") or str(self.settings.outputs_path)
+            local_dir = output_dir(root, job.id, job.attempt)
+            async with limiter:
+                try:
+                    fetched = await stage_out(self.driver.transport, job.workdir, job.spec["outputs"],
+                                              local_dir, command_timeout=self.config.command_timeout)  # fmt: skip
+                    outputs: dict[str, Any] = fetched.to_json()
+                except (OSError, SchedulerdError) as exc:
+                    outputs = {"dir": local_dir, "files": [], "errors": [str(exc)]}
+            outputs["attempt"] = job.attempt
+            if outputs.get("errors"):
+                self._log.warning("stage_out_failed", job_id=job.id, attempt=job.attempt,
+                                  errors=outputs["errors"][:10])  # fmt: skip
+            self._log.info("outputs_fetched", job_id=job.id, attempt=job.attempt,
+                           count=len(outputs["files"]), dir=local_dir)  # fmt: skip
+            result = dict(job.result) if isinstance(job.result, dict) else {}
+            result["outputs"] = outputs
+            records.append((index, result))
+
+        async with anyio.create_task_group() as tg:
+            for index, job in enumerate(jobs):
+                tg.start_soon(one, index, job)
+        return records
 
     async def _kill_pending(self) -> None:
         doomed = await self.store.kill_pending(self.name)

@@ -41,6 +41,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_by_campaign ON jobs(campaign, id) WHERE campaign IS NOT NULL;
     CREATE INDEX jobs_by_name ON jobs(name, id);
     CREATE INDEX jobs_kill_pending ON jobs(cluster, id) WHERE kill_pending = 1;
+    CREATE INDEX jobs_ready_not_before ON jobs(cluster, not_before)
+        WHERE state = 'ready' AND not_before IS NOT NULL;
 
     CREATE TABLE deps (
         parent INTEGER NOT NULL,

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 import anyio
+import msgspec
 import structlog
 from schedulerd.state import machine
 from schedulerd.state.machine import State
@@ -276,6 +277,9 @@ class Store:
             self._send.close()
 
     async def aclose_connections(self) -> None:
+        self._closed = True
+        self._send.close()
+        self._receive.close()
         await self._reader.close()
         await self._db.close()
 
@@ -304,13 +308,16 @@ class Store:
             event_rows = []
             dep_rows = []
             for n, job in enumerate(jobs):
-                parents = [parent_states[p] for p in job.after]
-                parents += [states[i] for i in job.after_local]
-                state = machine.initial_state(parents)
+                if job.after or job.after_local:
+                    parents = [parent_states[p] for p in job.after]
+                    parents += [states[i] for i in job.after_local]
+                    state = machine.initial_state(parents)
+                else:
+                    state = State.READY
                 states.append(state)
                 jid = ids[n]
                 workdir = job.workdir.replace("{id}", str(jid))
-                spec_json = json.dumps(job.spec, separators=(",", ":"))
+                spec_json = _encode(job.spec).decode()
                 job_rows.append(
                     (jid, job.name, job.campaign, job.step, job.idx, state.value,
                      job.max_attempts, job.cluster, job.queue, workdir, spec_json,
@@ -322,7 +329,7 @@ class Store:
                     "workdir": workdir, "max_attempts": job.max_attempts,
                     "fingerprint": job.fingerprint,
                 }  # fmt: skip
-                data = json.dumps(created, separators=(",", ":"))[:-1] + f',"spec":{spec_json}}}'
+                data = _encode(created).decode()[:-1] + f',"spec":{spec_json}}}'
                 reason = "created" if state is not State.SKIPPED else "a parent did not complete"
                 event_rows.append((jid, now, None, state.value, reason, 1, None, 1, data))
                 dep_rows += [(p, jid) for p in job.after]
@@ -698,7 +705,9 @@ class Store:
 
     async def next_not_before(self, cluster: str) -> float | None:
         async with self._reader.execute(
-            "SELECT MIN(not_before) FROM jobs WHERE cluster = ? AND state = 'ready'", (cluster,)
+            "SELECT MIN(not_before) FROM jobs"
+            " WHERE cluster = ? AND state = 'ready' AND not_before IS NOT NULL",
+            (cluster,),
         ) as cur:
             row = await cur.fetchone()
         return None if row is None or row[0] is None else float(row[0])
@@ -736,6 +745,9 @@ class Store:
         async with self._reader.execute("SELECT key, value FROM settings") as cur:
             rows = await cur.fetchall()
         return {str(k): json.loads(v) for k, v in rows}
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 def _all_or_nothing(errors: dict[int, SchedulerdError]) -> SchedulerdError:
