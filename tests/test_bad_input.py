@@ -382,7 +382,8 @@ _STRANGER_CLIENT = """
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
-s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}\\n')
+# read before writing: a request still unread when the daemon closes makes the kernel
+# reset the connection, and the refusal line can be lost (see PROTOCOL.md, transport)
 s.settimeout(10)
 data = b""
 while True:
