@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from schedulerd.drivers.base import JobRequest, Observation, SubmitResult
+from schedulerd.drivers.transport import Transport
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +42,11 @@ class PollResult:
 
 class Driver(Protocol):
     name: str
+
+    @property
+    def transport(self) -> Transport:
+        """Where the head's files are: staging goes through it."""
+        ...
 
     async def submit(self, jobs: Sequence[JobRequest]) -> list[SubmitResult]:
         """Submit jobs (many per command where possible), one result per job, in order.

@@ -19,6 +19,7 @@ import anyio
 import structlog
 from schedulerd.drivers.api import ActiveJob, CheckResult, PollResult
 from schedulerd.drivers.base import ExitRecord, JobRequest, Observation, Phase, SubmitResult
+from schedulerd.drivers.transport import LocalTransport
 from schedulerd.drivers.wrapper import parse_exit_file, render_wrapper
 
 from schedulerd.errors import ParseError
@@ -56,6 +57,7 @@ class LocalDriver:
 
     def __init__(self, *, exit_read_timeout: float = 30.0) -> None:
         self.exit_read_timeout = exit_read_timeout
+        self.transport = LocalTransport()  # the "head" is this machine (staging copies)
         self._missing_since: dict[str, float] = {}
 
     async def submit(self, jobs: Sequence[JobRequest]) -> list[SubmitResult]:

@@ -20,6 +20,7 @@ EXIT_NOT_ALL_COMPLETED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_TIMEOUT = 7
+EXIT_CHECK_FAILED = 8
 EXIT_PROTOCOL = 9
 
 EXIT_CODES_HELP = """\
@@ -32,6 +33,7 @@ exit status:
   5  the state change is not allowed now (illegal transition, version conflict)
   6  invalid input (bad job spec, unknown cluster, unknown dependency, cycle)
   7  wait: timed out
+  8  cluster check failed
   9  protocol error (malformed request or reply, unknown method, message too large)
  10  internal daemon error
 """
@@ -341,6 +343,39 @@ def cmd_info(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_clusters(client: Client, args: argparse.Namespace) -> int:
+    if args.action is None:
+        result = client.call("clusters.list")
+        if args.json:
+            print(json.dumps({"clusters": result["clusters"]}))
+            return EXIT_OK
+        rows = [[c["name"], c["scheduler"], c["host"] or "-", str(c["max_jobs"]),
+                 str(c["foreign_jobs"]), "yes" if c["draining"] else "no", _time(c["last_poll"]),
+                 _one_line(c["last_error"])] for c in result["clusters"]]  # fmt: skip
+        print(_table(rows, ["NAME", "SCHEDULER", "HOST", "MAX_JOBS", "FOREIGN", "DRAINING",
+                            "LAST_POLL", "LAST_ERROR"]))  # fmt: skip
+        return EXIT_OK
+    if args.action == "check":
+        report = client.call("clusters.check", {"name": args.name})
+        if args.json:
+            print(json.dumps(report))
+        else:
+            for check in report["checks"]:
+                status = "ok" if check["ok"] else "FAIL"
+                print(f"{status:<4}  {check['name']:<8}  {_one_line(check['detail'])}")
+        return EXIT_OK if report["ok"] else EXIT_CHECK_FAILED
+    status = client.call(f"clusters.{args.action}", {"name": args.name})
+    if args.json:
+        print(json.dumps(status))
+    else:
+        print(f"{status['name']}\t{'draining' if status['draining'] else 'accepting jobs'}")
+    return EXIT_OK
+
+
+def _one_line(text: str | None) -> str:
+    return "-" if not text else " ".join(str(text).split())
+
+
 def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
     result = client.call("daemon.shutdown")
     print(json.dumps(result) if args.json else "stopping")
@@ -404,6 +439,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true")
     p.add_argument("--since", type=int, default=0)
     p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("clusters", parents=[common], help="heads: list, check, drain, resume")
+    p.set_defaults(func=cmd_clusters, action=None)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    for name, text in (("check", "self-test a head; exit 8 if a check fails"),
+                       ("drain", "submit nothing new to a head"),
+                       ("resume", "undo drain")):  # fmt: skip
+        a = actions.add_parser(name, parents=[common], help=text)
+        a.add_argument("name", metavar="NAME")
 
     for name, func, text in (("ping", cmd_ping, "is the daemon there"),
                              ("info", cmd_info, "daemon status"),

@@ -131,11 +131,17 @@ class Settings:
     max_message_bytes: int = 64 * 1024 * 1024
     retry_base: float = 30.0
     log_level: str = "info"
+    outputs_dir: Path | None = None  # staged-out job outputs; default <state_dir>/outputs
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def database_path(self) -> Path:
         return self.state_dir / "schedulerd.sqlite3"
+
+    @property
+    def outputs_path(self) -> Path:
+        """Where job outputs are downloaded to: ``<this>/<job id>/<attempt>/``."""
+        return self.outputs_dir if self.outputs_dir is not None else self.state_dir / "outputs"
 
 
 _CLUSTER_KEYS = {
@@ -145,7 +151,7 @@ _CLUSTER_KEYS = {
     "command_timeout", "max_channels", "connect_timeout", "keepalive_interval", "transport",
 }  # fmt: skip
 _TOP_KEYS = {"state_dir", "socket", "socket_group", "max_message_bytes", "limits", "clusters",
-             "retry_base", "log_level"}  # fmt: skip
+             "retry_base", "log_level", "outputs_dir"}  # fmt: skip
 _LIMIT_KEYS = {"max_active"}
 
 
@@ -286,6 +292,12 @@ def load_settings(
     if group is not None:
         _expect(str, group, "socket_group")
     retry_base = parse_duration(raw.get("retry_base", 30), what="retry_base")
+    outputs_dir = None
+    if raw.get("outputs_dir") is not None:
+        text = _expect(str, raw["outputs_dir"], "outputs_dir")
+        if not text or "\0" in text:
+            raise ConfigError("outputs_dir: not a valid path")
+        outputs_dir = Path(os.path.abspath(os.path.expanduser(text)))
     return Settings(
         state_dir=sdir,
         socket_path=spath,
@@ -296,4 +308,5 @@ def load_settings(
         max_message_bytes=max_bytes,
         retry_base=retry_base,
         log_level=str(raw.get("log_level", "info")),
+        outputs_dir=outputs_dir,
     )
