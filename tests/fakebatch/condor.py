@@ -10,6 +10,7 @@ file, so it keeps working when the schedd is down, as the real one does.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -249,6 +250,21 @@ _TOKEN = re.compile(
 
 def _evaluate(expr: str, ad: dict[str, Any]) -> bool:
     """A small ClassAd expression evaluator (enough for constraints on ids and times)."""
+    code = _compile(expr)
+    values: dict[str, Any] = {k.lower(): v for k, v in ad.items()}
+    try:
+        return bool(
+            eval(code, {"__builtins__": {}}, {"_v": values})
+        )  # test fake: tokens are checked in _compile
+    except (TypeError, ValueError, SyntaxError, ZeroDivisionError, NameError):
+        # a comparison with undefined is not a match
+        return False
+
+
+@functools.lru_cache(maxsize=64)
+def _compile(expr: str) -> Any:
+    """The constraint as Python code over ``_v`` (the ad, lower-case keys), compiled once:
+    a ``-constraint`` naming hundreds of jobs is evaluated against every ad."""
     out: list[str] = []
     pos = 0
     expr = expr.strip()
@@ -277,15 +293,11 @@ def _evaluate(expr: str, ad: dict[str, Any]) -> bool:
                 out.append(str(int(time.time())))
                 pos = expr.index(")", pos) + 1
             else:
-                key = next((k for k in ad if k.lower() == low), None)
-                out.append(repr(ad.get(key)) if key else "None")
+                out.append(f"_v.get({low!r})")
     try:
-        return bool(
-            eval("".join(out), {"__builtins__": {}}, {})
-        )  # test fake: tokens are checked above
-    except (TypeError, ValueError, SyntaxError, ZeroDivisionError, NameError):
-        # a comparison with undefined is not a match
-        return False
+        return compile("".join(out), "<constraint>", "eval")
+    except SyntaxError:
+        return compile("None", "<constraint>", "eval")
 
 
 def _restrictions(words: list[str], ad: dict[str, Any]) -> bool:

@@ -32,12 +32,35 @@ Job records are plain dicts with these keys:
 Modes: ``real`` runs each job's script with ``sh`` in its own session, at most ``slots``
 at once; ``instant`` marks each job done with exit 0 the moment it is submitted, without
 running it (for benchmarks).
+
+Instant mode has a fast submit path, because one Python start-up per submit (30-50 ms)
+would cap any driver at a few dozen jobs/s. ``FakeHead.create`` then writes the submit
+shim of the head's flavor (``qsub FILE``, ``bsub`` < script, ``condor_submit -terse FILE``,
+``sbatch --parsable FILE`` -- exactly the forms the drivers use) as a POSIX ``sh`` script
+that uses shell builtins only:
+
+1. it takes a job number by creating ``instant/ids/<n>`` with ``set -C`` (``O_EXCL``: two
+   submitters can never get the same number), starting from the hint in ``instant/next``;
+2. it appends ONE line ``<n> TAB <cwd> TAB <args...>`` to ``instant/spool`` (``bsub``
+   first copies its stdin to ``instant/stdin.<n>``);
+3. it prints what the real command prints for that id.
+
+Any other argv, a non-empty ``faults.json``, or a tab/newline in an argument or the
+working directory makes the shim run the Python command instead. At the start of every
+transaction (any command, or ``jobs()`` in a test) the Python side ingests the complete
+spool lines it has not seen (``queue["instant_offset"]``) by running the system's own
+submit handler on each, with that job number and working directory: the job is
+recorded exactly as a normal submit would record it, finished with exit 0. Python-side
+submits in instant mode take their number the same way (``_claim_seq``). The mode and
+the server name are read when the shims are written: change them with ``create``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
+import io
 import json
 import os
 import signal
@@ -83,6 +106,10 @@ FAULT_KEYS = {
 class FakeHead:
     def __init__(self, home: str | os.PathLike[str]) -> None:
         self.home = Path(home)
+        self._open_queue: dict[str, Any] | None = None  # inside transaction(): its queue
+        self._forced_seq: int | None = None  # instant-mode ingest: the shim's job number
+        self._ingest_config: dict[str, Any] | None = None  # config cached while ingesting
+        self._last_added: list[Job] = []  # jobs add_job made during one ingested submit
 
     # --- set-up (used by tests) ---------------------------------------------------------
 
@@ -101,16 +128,27 @@ class FakeHead:
         bindir = Path(bin_dir)
         bindir.mkdir(parents=True, exist_ok=True)
         entry = Path(__file__).with_name("fakebatch.py")
+        fast = INSTANT_SUBMIT.get(conf["flavor"]) if conf["mode"] == "instant" else None
+        if fast is not None:
+            instant = head.home / "instant"
+            (instant / "ids").mkdir(parents=True, exist_ok=True)
+            (instant / "spool").touch()
+            if not (instant / "next").exists():
+                (instant / "next").write_text(f"{head.load()['next']}\n")
         for command in ALL_COMMANDS:
             shim = bindir / command
-            shim.write_text(
-                f"#!/bin/sh\nexec {sys.executable} {entry} --home {head.home} {command} \"$@\"\n"
-            )
+            python = f'exec {sys.executable} {entry} --home {head.home} {command} "$@"\n'
+            if fast is not None and command == fast[0]:
+                shim.write_text(_instant_shim(head.home, conf, python))
+            else:
+                shim.write_text(f"#!/bin/sh\n{python}")
             shim.chmod(0o755)
         return head
 
     @property
     def config(self) -> dict[str, Any]:
+        if self._ingest_config is not None:
+            return dict(self._ingest_config)
         return dict(json.loads((self.home / "config.json").read_text()))
 
     def set_config(self, **values: Any) -> None:
@@ -120,6 +158,8 @@ class FakeHead:
 
     @property
     def faults(self) -> dict[str, Any]:
+        if self._ingest_config is not None:
+            return {}  # the shim accepted the job: no fault may refuse it now
         try:
             return dict(json.loads((self.home / "faults.json").read_text()))
         except (FileNotFoundError, json.JSONDecodeError):
@@ -136,6 +176,8 @@ class FakeHead:
 
     def take_fault(self, key: str) -> bool:
         """Consume one count of a counted fault (caller holds the lock)."""
+        if self._ingest_config is not None:
+            return False
         current = self.faults
         count = int(current.get(key) or 0)
         if count <= 0:
@@ -175,12 +217,85 @@ class FakeHead:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[dict[str, Any]]:
-        """Lock, load, advance the clock (tick), yield the queue, save."""
+        """Lock, load, ingest instant-mode submits, advance the clock (tick), yield the
+        queue, save. Re-entered (a submit handler run by the ingest), it yields the
+        queue already open."""
+        if self._open_queue is not None:
+            yield self._open_queue
+            return
         with self.locked():
             queue = self.load()
-            self.tick(queue)
-            yield queue
+            self._open_queue = queue
+            try:
+                self._ingest(queue)
+                self.tick(queue)
+                yield queue
+            finally:
+                self._open_queue = None
             self.save(queue)
+
+    # --- instant mode: the fast submit path (see the module docstring) ------------------
+
+    def _ingest(self, queue: dict[str, Any]) -> None:
+        """Record the jobs the instant-mode shims accepted since the last transaction."""
+        spool = self.home / "instant" / "spool"
+        offset = int(queue.get("instant_offset", 0))
+        try:
+            with open(spool, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            return
+        conf = self.config
+        handler = _submit_handler(conf["flavor"])
+        cwd = os.getcwd()
+        stdin = sys.stdin
+        self._ingest_config = conf
+        try:
+            for line in data[:end].decode().split("\n")[:-1]:
+                seq_text, workdir, *argv = line.split("\t")
+                seq = int(seq_text)
+                self._forced_seq = seq
+                queue["next"] = max(int(queue["next"]), seq)
+                os.chdir(workdir)
+                if conf["flavor"] == "lsf":
+                    path = self.home / "instant" / f"stdin.{seq}"
+                    sys.stdin = io.StringIO(path.read_text())
+                    path.unlink()
+                _, err, status = handler(self, argv)
+                if status != 0 or str(seq) not in {str(j["seq"]) for j in self._last_added}:
+                    # the shim already said yes: keep the job, as one that failed at once
+                    self.add_job(queue, INSTANT_SUBMIT[conf["flavor"]][1], name=f"rejected{seq}",
+                                 script=argv[-1] if argv else "", workdir=workdir)  # fmt: skip
+                    queue["jobs"][self._last_added[-1]["id"]].update(
+                        exit_code=1, extra={"ingest": err}
+                    )
+                self._last_added.clear()
+        finally:
+            self._forced_seq = None
+            self._ingest_config = None
+            self._last_added.clear()
+            sys.stdin = stdin
+            os.chdir(cwd)
+        queue["instant_offset"] = offset + end
+
+    def _claim_seq(self, start: int) -> int:
+        """A job number no instant-mode shim or other submit holds (O_EXCL create)."""
+        ids = self.home / "instant" / "ids"
+        seq = max(1, start)
+        with contextlib.suppress(OSError, ValueError):
+            seq = max(seq, int((self.home / "instant" / "next").read_text().strip() or 0))
+        while True:
+            try:
+                os.close(os.open(ids / str(seq), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                break
+            except FileExistsError:
+                seq += 1
+        (self.home / "instant" / "next").write_text(f"{seq + 1}\n")
+        return seq
 
     def jobs(self) -> list[Job]:
         with self.transaction() as queue:
@@ -193,8 +308,13 @@ class FakeHead:
     def add_job(self, state: dict[str, Any], job_id_format: str, **fields: Any) -> Job:
         """Queue a new job; ``job_id_format`` gets ``seq`` and ``server`` (e.g. "{seq}.{server}")."""
         conf = self.config
-        seq = int(state["next"])
-        state["next"] = seq + 1
+        if self._forced_seq is not None:
+            seq, self._forced_seq = self._forced_seq, None
+        elif conf["mode"] == "instant" and (self.home / "instant" / "ids").is_dir():
+            seq = self._claim_seq(int(state["next"]))
+        else:
+            seq = int(state["next"])
+        state["next"] = max(int(state["next"]), seq + 1)
         now = time.time()
         job: Job = {
             "id": job_id_format.format(seq=seq, server=conf["server"]),
@@ -229,6 +349,7 @@ class FakeHead:
         if conf["mode"] == "instant" and job["state"] == "queued":
             job.update(state="done", exit_code=0, end_reason="exited", start_time=now, end_time=now)
         state["jobs"][job["id"]] = job
+        self._last_added.append(job)
         return job
 
     def tick(self, queue: dict[str, Any]) -> None:
@@ -328,7 +449,12 @@ class FakeHead:
         cancelled = (self.home / f"cancelled.{job['seq']}").exists()
         if cancelled:
             end_reason = "cancelled"
-        result = {"state": "done", "exit_code": rc, "end_reason": end_reason, "end_time": time.time()}
+        result = {
+            "state": "done",
+            "exit_code": rc,
+            "end_reason": end_reason,
+            "end_time": time.time(),
+        }
         tmp = self._result_path(job).with_suffix(".tmp")
         tmp.write_text(json.dumps(result))
         os.replace(tmp, self._result_path(job))
@@ -359,6 +485,87 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+#: flavor -> (submit command with an instant-mode shim, native id format for add_job)
+INSTANT_SUBMIT: dict[str, tuple[str, str]] = {
+    "pbspro": ("qsub", "{seq}.{server}"),
+    "torque": ("qsub", "{seq}.{server}"),
+    "lsf": ("bsub", "{seq}"),
+    "htcondor": ("condor_submit", "{seq}.0"),
+    "slurm": ("sbatch", "{seq}"),
+}
+
+_MODULES = {"pbspro": "pbs", "torque": "pbs", "lsf": "lsf", "htcondor": "condor", "slurm": "slurm"}
+
+
+def _submit_handler(flavor: str) -> Any:
+    """The per-system Python submit command (the modules import ``core`` top-level)."""
+    here = str(Path(__file__).parent)
+    if here not in sys.path:
+        sys.path.append(here)
+    module = importlib.import_module(_MODULES[flavor])
+    return module.COMMANDS[INSTANT_SUBMIT[flavor][0]]
+
+
+def _instant_shim(home: Path, conf: dict[str, Any], python: str) -> str:
+    """The instant-mode submit shim: shell builtins only (each external command costs a
+    fork and an exec, as much as the whole shim)."""
+    flavor = conf["flavor"]
+    h = str(home)
+    if "'" in h:
+        raise ValueError("a fake head's home must not contain a single quote")
+    # $# and argv that take the fast path; anything else runs the Python command
+    accept = {
+        "pbspro": '[ "$#" -eq 1 ] && case "$1" in -*) false;; esac',
+        "torque": '[ "$#" -eq 1 ] && case "$1" in -*) false;; esac',
+        "lsf": '[ "$#" -eq 0 ]',
+        "htcondor": '[ "$#" -eq 2 ] && [ "$1" = -terse ]',
+        "slurm": '[ "$#" -eq 2 ] && [ "$1" = --parsable ]',
+    }[flavor]
+    server = conf["server"]
+    output = {
+        "pbspro": f"printf '%s.%s\\n' \"$__n\" '{server}'",
+        "torque": f"printf '%s.%s\\n' \"$__n\" '{server}'",
+        "lsf": "printf 'Job <%s> is submitted to default queue <normal>.\\n' \"$__n\"",
+        "htcondor": 'printf \'%s.0 - %s.0\\n\' "$__n" "$__n"',
+        "slurm": "printf '%s\\n' \"$__n\"",
+    }[flavor]
+    stdin = ""
+    if flavor == "lsf":
+        stdin = (
+            'while IFS= read -r __l || [ -n "$__l" ]; do printf \'%s\\n\' "$__l"; done'
+            ' >| "$__h/instant/stdin.$__n"\n'
+        )
+    return f"""#!/bin/sh
+# fake {flavor} submit, instant mode: fast path in shell builtins (see tests/fakebatch/core.py)
+__h='{h}'
+__tab='\t'
+__nl='
+'
+__fast=1
+{accept} || __fast=
+if [ -n "$__fast" ]; then
+    IFS= read -r __f < "$__h/faults.json" || :
+    [ "$__f" = "{{}}" ] || __fast=
+fi
+if [ -n "$__fast" ]; then
+    case "$PWD $*" in *"$__tab"* | *"$__nl"*) __fast= ;; esac
+fi
+if [ -z "$__fast" ]; then
+{python}fi
+__n=
+IFS= read -r __n < "$__h/instant/next" || :
+case "$__n" in '' | *[!0-9]*) __n=1 ;; esac
+set -C
+until {{ : > "$__h/instant/ids/$__n"; }} 2>/dev/null; do __n=$((__n + 1)); done
+set +C
+echo $((__n + 1)) >| "$__h/instant/next"
+{stdin}__line="$__n$__tab$PWD"
+for __a; do __line="$__line$__tab$__a"; done
+printf '%s\\n' "$__line" >> "$__h/instant/spool"
+{output}
+"""
 
 
 ALL_COMMANDS = (
