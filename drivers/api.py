@@ -33,11 +33,12 @@ class CheckResult:
 class PollResult:
     """What one poll learned. ``observations`` is keyed by native id and holds only
     jobs with news; a job that left the queue without any answer (history, exit file)
-    for ``exit_read_timeout`` comes back with phase ``GONE``. ``user_jobs`` counts all of
-    this user's jobs in the batch system (ours or not), or None when unknown."""
+    for ``exit_read_timeout`` comes back with phase ``GONE``. ``foreign_jobs`` counts this
+    user's unfinished jobs in the batch system that are not ours (not among the polled
+    jobs and not named ``sd-<id>-<attempt>``), or None when unknown."""
 
     observations: dict[str, Observation]
-    user_jobs: int | None = None
+    foreign_jobs: int | None = None
 
 
 class Driver(Protocol):

@@ -10,6 +10,7 @@ over one command's stdin; the output carries one delimited section per job.
 
 from __future__ import annotations
 
+import re
 import secrets
 import shlex
 import time
@@ -38,6 +39,8 @@ SUBMIT_MARK = "@@schedulerd-submit"
 UNKNOWN_PREFIX = "?"
 #: how often (in polls) to count all of the user's jobs when the queue command does not
 COUNT_EVERY = 10
+#: batch names we give our jobs
+OUR_NAME = re.compile(r"sd-\d+-\d+\Z")
 
 
 def render_submit_program(dialect: Dialect, jobs: Sequence[JobRequest]) -> str:
@@ -135,7 +138,7 @@ class BatchDriver:
         self.version: str | None = None
         self._missing_since: dict[str, float] = {}
         self._polls = 0
-        self._user_jobs: int | None = None
+        self._foreign_jobs: int | None = None
         self._log = log.bind(scheduler=dialect.name)
 
     async def _run(self, argv: Sequence[str] | str, *, input: str | None = None) -> CommandResult:
@@ -227,10 +230,17 @@ class BatchDriver:
         known = [a for a in active if not a.native_id.startswith(UNKNOWN_PREFIX)]
         res = await self._run(self.dialect.status_argv(self.user, [a.native_id for a in known]))
         queue = self.dialect.parse_status(res.stdout, res.stderr, res.exit_status)
+        ours = {a.native_id for a in active}
         if self._lists_all_user_jobs():
-            self._user_jobs = len([o for o in queue.values() if o.phase not in FINISHED_PHASES])
+            self._foreign_jobs = sum(
+                1
+                for native, o in queue.items()
+                if o.phase not in FINISHED_PHASES
+                and native not in ours
+                and not (o.name and OUR_NAME.match(o.name))
+            )
         elif self._polls % COUNT_EVERY == 1:
-            await self._count_user_jobs()
+            await self._count_foreign_jobs(ours)
         found: dict[str, Observation] = {}
         left: list[ActiveJob] = []
         for job in active:
@@ -242,12 +252,15 @@ class BatchDriver:
                 found[job.native_id] = obs
         if left:
             await self._settle_departed(left, found)
-        return PollResult(observations=found, user_jobs=self._user_jobs)
+        return PollResult(observations=found, foreign_jobs=self._foreign_jobs)
 
     def _lists_all_user_jobs(self) -> bool:
         return getattr(self.dialect, "status_lists_user_jobs", True) is True
 
-    async def _count_user_jobs(self) -> None:
+    async def _count_foreign_jobs(self, ours: set[str]) -> None:
+        """Systems whose queue command lists only our ids: count the rest with a
+        listing of all the user's job ids (our jobs being submitted right now count as
+        foreign until their ids are known, which errs on the safe side)."""
         argv_fn = getattr(self.dialect, "list_user_argv", None)
         if argv_fn is None:
             return
@@ -257,7 +270,7 @@ class BatchDriver:
         except (ParseError, RemoteCommandError) as exc:
             self._log.warning("count_user_jobs_failed", error=exc.message)
             return
-        self._user_jobs = len(ids)
+        self._foreign_jobs = len([i for i in ids if i not in ours])
 
     async def _settle_departed(self, left: list[ActiveJob], found: dict[str, Observation]) -> None:
         """History for jobs that left the queue, then their exit files, then the timeout."""

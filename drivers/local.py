@@ -132,7 +132,7 @@ class LocalDriver:
                         phase=Phase.GONE,
                         reason=f"process gone and no exit file after {self.exit_read_timeout:g}s",
                     )
-        return PollResult(observations=found, user_jobs=None)
+        return PollResult(observations=found, foreign_jobs=None)
 
     async def cancel(self, native_ids: Sequence[str]) -> None:
         for nid in native_ids:

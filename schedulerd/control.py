@@ -145,6 +145,7 @@ class Connection:
 
     async def _handle_line(self, line: bytes) -> None:
         req_id: Any = None
+        request: P.Request | None = None
         try:
             request = P.decode_request(line)
             req_id = request.id
@@ -155,11 +156,13 @@ class Connection:
                 if not exc.data:
                     exc.data = None
             log.info("request_failed", code=exc.code, error=exc.message)
-            await self.send(P.error_line(req_id, exc))
+            if request is None or not request.is_notification:  # never answer a notification
+                await self.send(P.error_line(req_id, exc))
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - report, never drop the connection
             log.exception("request_crashed")
-            await self.send(P.error_line(req_id, SchedulerdError(f"internal error: {exc}")))
+            if request is None or not request.is_notification:
+                await self.send(P.error_line(req_id, SchedulerdError(f"internal error: {exc}")))
             return
         if not request.is_notification:
             await self.send(P.result_line(req_id, result))
@@ -480,7 +483,13 @@ async def serve_control(
                 try:
                     await stream.send(P.error_line(None, PermissionDenied(
                         f"uid {uid} may not use this daemon")))  # fmt: skip
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    # drain what the peer already sent, so closing does not reset the
+                    # connection before it has read why
+                    await stream.send_eof()
+                    with anyio.move_on_after(1):
+                        while await stream.receive(65536):
+                            pass
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
                     pass
                 return
             await Connection(ctx, stream, max_bytes).serve()

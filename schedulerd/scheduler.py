@@ -128,6 +128,9 @@ class ClusterWorker:
         self.last_poll: float | None = None
         self.last_error: str | None = None
         self._poll_now = anyio.Event()
+        # Invariant 5 counts this user's jobs that we did not submit: nothing is submitted
+        # before the first poll has told us how many there are.
+        self._first_poll = anyio.Event()
         self._bucket = TokenBucket(*config.submit_rate) if config.submit_rate else None
         self._log = log.bind(cluster=self.name)
 
@@ -183,6 +186,7 @@ class ClusterWorker:
         return max(0, self.config.max_jobs - self.foreign_jobs)
 
     async def _submit_loop(self) -> None:
+        await self._first_poll.wait()
         while True:
             submitted = 0
             if not self.draining:
@@ -341,10 +345,10 @@ class ClusterWorker:
         ]
         result = await self.driver.poll(active)
         self.last_poll = time.time()
+        self._first_poll.set()
         self.last_error = None
-        if result.user_jobs is not None:
-            ours = len(watched)
-            self.foreign_jobs = max(0, result.user_jobs - ours)
+        if result.foreign_jobs is not None:
+            self.foreign_jobs = result.foreign_jobs
         now = time.time()
         by_native = {j.native_id: j for j in watched}
         changes: list[Change] = []

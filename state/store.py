@@ -752,9 +752,17 @@ _encode = msgspec.json.Encoder().encode
 
 def _all_or_nothing(errors: dict[int, SchedulerdError]) -> SchedulerdError:
     first_id, first = next(iter(errors.items()))
-    refused = [{"id": jid, "code": e.code, "message": e.message} for jid, e in errors.items()]
+    refused = []
+    for jid, e in errors.items():
+        entry: dict[str, Any] = {"id": jid, "code": e.code, "message": e.message}
+        if e.data is not None:
+            entry["data"] = e.data
+        refused.append(entry)
     extra = f" (and {len(errors) - 1} more; nothing was changed)" if len(errors) > 1 else ""
-    return type(first)(f"job {first_id}: {first.message}{extra}", data={"refused": refused[:100]})
+    message = first.message
+    if not message.startswith(f"job {first_id} "):
+        message = f"job {first_id}: {message}"
+    return type(first)(f"{message}{extra}", data={"refused": refused[:100]})
 
 
 def _fresh_attempt(attempt: int, not_before: float | None) -> dict[str, Any]:
