@@ -42,7 +42,7 @@ from schedulerd.errors import (
 )
 from schedulerd.scheduler import ClusterWorker
 from schedulerd.state.machine import State
-from schedulerd.state.store import Job, JobFilter, Store
+from schedulerd.state.store import Job, JobFilter, NewJob, Store
 
 log = structlog.get_logger(__name__)
 
@@ -236,14 +236,23 @@ async def job_submit(conn: Connection, params: P.Params) -> Any:
     ctx = conn.ctx
     if ctx.stopping:
         raise ShuttingDown()
-    p = P.convert_params(params, P.SubmitParams)
-    if (p.job is None) == (p.jobs is None):
-        raise InvalidParams('give exactly one of "job" or "jobs"')
-    specs = [p.job] if p.job is not None else list(p.jobs or [])
-    if not specs:
-        raise InvalidParams('"jobs" is empty')
     views, default = _cluster_views(ctx)
-    rows, positions = P.build_new_jobs(specs, views, default)
+
+    def prepare() -> tuple[P.SubmitParams, list[NewJob], list[int]]:
+        p = P.convert_params(params, P.SubmitParams)
+        if (p.job is None) == (p.jobs is None):
+            raise InvalidParams('give exactly one of "job" or "jobs"')
+        specs = [p.job] if p.job is not None else list(p.jobs or [])
+        if not specs:
+            raise InvalidParams('"jobs" is empty')
+        rows, positions = P.build_new_jobs(specs, views, default)
+        return p, rows, positions
+
+    # decoding and validating 100,000 jobs takes seconds: keep the event loop free
+    if params.raw is not None and len(params.raw) > 256 * 1024:
+        p, rows, positions = await anyio.to_thread.run_sync(prepare)
+    else:
+        p, rows, positions = prepare()
     ids = await ctx.store.create_jobs(rows)
     in_order = [ids[pos] for pos in positions]
     log.info("jobs_accepted", count=len(in_order), first=in_order[0])

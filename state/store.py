@@ -303,37 +303,13 @@ class Store:
                 row = await cur.fetchone()
             first_id = int(row[0]) + 1 if row else 1
             ids = list(range(first_id, first_id + len(jobs)))
-            states: list[State] = []
-            job_rows = []
-            event_rows = []
-            dep_rows = []
-            for n, job in enumerate(jobs):
-                if job.after or job.after_local:
-                    parents = [parent_states[p] for p in job.after]
-                    parents += [states[i] for i in job.after_local]
-                    state = machine.initial_state(parents)
-                else:
-                    state = State.READY
-                states.append(state)
-                jid = ids[n]
-                workdir = job.workdir.replace("{id}", str(jid))
-                spec_json = _encode(job.spec).decode()
-                job_rows.append(
-                    (jid, job.name, job.campaign, job.step, job.idx, state.value,
-                     job.max_attempts, job.cluster, job.queue, workdir, spec_json,
-                     job.fingerprint, now)
-                )  # fmt: skip
-                created = {
-                    "name": job.name, "campaign": job.campaign, "step": job.step,
-                    "idx": job.idx, "cluster": job.cluster, "queue": job.queue,
-                    "workdir": workdir, "max_attempts": job.max_attempts,
-                    "fingerprint": job.fingerprint,
-                }  # fmt: skip
-                data = _encode(created).decode()[:-1] + f',"spec":{spec_json}}}'
-                reason = "created" if state is not State.SKIPPED else "a parent did not complete"
-                event_rows.append((jid, now, None, state.value, reason, 1, None, 1, data))
-                dep_rows += [(p, jid) for p in job.after]
-                dep_rows += [(ids[i], jid) for i in job.after_local]
+            # pure and CPU-bound for big calls: build the rows off the event loop
+            if len(jobs) > 2000:
+                job_rows, event_rows, dep_rows, states = await anyio.to_thread.run_sync(
+                    _creation_rows, jobs, ids, parent_states, now
+                )
+            else:
+                job_rows, event_rows, dep_rows, states = _creation_rows(jobs, ids, parent_states, now)
             await db.executemany(
                 "INSERT INTO jobs (id, name, campaign, step, idx, state, max_attempts, cluster,"
                 " queue, workdir, spec, fingerprint, created_at)"
@@ -748,6 +724,45 @@ class Store:
 
 
 _encode = msgspec.json.Encoder().encode
+
+
+def _creation_rows(
+    jobs: Sequence[NewJob], ids: list[int], parent_states: dict[int, State], now: float
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[int, int]], list[State]]:
+    """Rows for the jobs, creation events and dependency edges of new jobs."""
+    states: list[State] = []
+    job_rows: list[tuple[Any, ...]] = []
+    event_rows: list[tuple[Any, ...]] = []
+    dep_rows: list[tuple[int, int]] = []
+    for n, job in enumerate(jobs):
+        if job.after or job.after_local:
+            parents = [parent_states[p] for p in job.after]
+            parents += [states[i] for i in job.after_local]
+            state = machine.initial_state(parents)
+        else:
+            state = State.READY
+        states.append(state)
+        jid = ids[n]
+        workdir = job.workdir.replace("{id}", str(jid))
+        spec_json = _encode(job.spec).decode()
+        job_rows.append(
+            (jid, job.name, job.campaign, job.step, job.idx, state.value,
+             job.max_attempts, job.cluster, job.queue, workdir, spec_json,
+             job.fingerprint, now)
+        )  # fmt: skip
+        created = {
+            "name": job.name, "campaign": job.campaign, "step": job.step,
+            "idx": job.idx, "cluster": job.cluster, "queue": job.queue,
+            "workdir": workdir, "max_attempts": job.max_attempts,
+            "fingerprint": job.fingerprint,
+        }  # fmt: skip
+        # the creation event carries the whole row, so the log alone can rebuild it
+        data = _encode(created).decode()[:-1] + f',"spec":{spec_json}}}'
+        reason = "created" if state is not State.SKIPPED else "a parent did not complete"
+        event_rows.append((jid, now, None, state.value, reason, 1, None, 1, data))
+        dep_rows += [(p, jid) for p in job.after]
+        dep_rows += [(ids[i], jid) for i in job.after_local]
+    return job_rows, event_rows, dep_rows, states
 
 
 def _all_or_nothing(errors: dict[int, SchedulerdError]) -> SchedulerdError:
