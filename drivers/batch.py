@@ -44,34 +44,40 @@ OUR_NAME = re.compile(r"sd-\d+-\d+\Z")
 
 
 def render_submit_program(dialect: Dialect, jobs: Sequence[JobRequest]) -> str:
-    """One ``sh`` program that writes each job's files and submits it, printing
-    ``@@schedulerd-submit <n> <status>``, stdout, ``@@schedulerd-submit-stderr``, stderr,
-    ``@@schedulerd-submit-end`` for each job n."""
+    """One ``sh`` program that writes every job's files and submits each job.
+
+    Only the submit commands start a process per job: directories, stale exit files and
+    modes are handled by one ``mkdir``/``rm``/``chmod`` for the whole batch, files are
+    written with the ``printf`` builtin. For each job n it prints
+    ``@@schedulerd-submit-out n``, the submit's stdout, ``@@schedulerd-submit n <status>``,
+    the submit's stderr, ``@@schedulerd-submit-end``.
+    """
     q = shlex.quote
+    files: dict[str, str] = {}
+    for job in jobs:
+        files[job.script_path] = dialect.render_script(job)
+        files.update(dialect.extra_files(job))
+    dirs = sorted({d for job in jobs for d in (job.workdir, job.control_dir)})
     lines = [
-        "__sd_o=$(mktemp) && __sd_e=$(mktemp) || exit 97",
-        "trap 'rm -f \"$__sd_o\" \"$__sd_e\"' EXIT",
+        "__sd_e=$(mktemp) || exit 97",
+        "trap 'rm -f \"$__sd_e\"' EXIT",
+        '__sd_home=$(pwd)',
+        f"mkdir -p {' '.join(map(q, dirs))} 2>/dev/null",
+        f"rm -f {' '.join(q(job.exit_path) for job in jobs)}",
     ]
+    for path, content in files.items():
+        lines.append(f"printf '%s\\n' {q(content.rstrip(chr(10)))} > {q(path)} 2>/dev/null")
+    lines.append(f"chmod 700 {' '.join(q(job.script_path) for job in jobs)} 2>/dev/null")
     for n, job in enumerate(jobs):
-        files = {job.script_path: dialect.render_script(job), **dialect.extra_files(job)}
-        lines.append(f"if mkdir -p {q(job.control_dir)} {q(job.workdir)}; then")
-        for path, content in files.items():
-            delimiter = _delimiter(content)
-            lines.append(f"cat > {q(path)} <<'{delimiter}'")
-            lines.append(content.rstrip("\n"))
-            lines.append(delimiter)
-        lines.append(f"chmod 700 {q(job.script_path)}")
-        lines.append(f"rm -f {q(job.exit_path)}")
+        lines.append(f"printf '{SUBMIT_MARK}-out {n}\\n'")
         lines.append(
-            f"(cd {q(job.workdir)} && {shlex.join(dialect.submit_argv(job))})"
-            ' </dev/null >"$__sd_o" 2>"$__sd_e"; __sd_rc=$?'
+            f'if cd "$__sd_home" && cd {q(job.workdir)} && [ -f {q(job.script_path)} ]; then'
+            f' {shlex.join(dialect.submit_argv(job))} </dev/null 2>"$__sd_e"; __sd_rc=$?;'
+            f" else printf 'cannot prepare %s\\n' {q(job.workdir)} >\"$__sd_e\"; __sd_rc=98; fi"
         )
-        lines.append("else")
-        lines.append(f"echo 'cannot create {job.workdir}' >\"$__sd_e\"; : >\"$__sd_o\"; __sd_rc=98")
-        lines.append("fi")
-        lines.append(f"printf '{SUBMIT_MARK} {n} %s\\n' \"$__sd_rc\"; cat \"$__sd_o\"")
-        lines.append(f"printf '\\n{SUBMIT_MARK}-stderr\\n'; cat \"$__sd_e\"")
-        lines.append(f"printf '\\n{SUBMIT_MARK}-end\\n'")
+        lines.append(f"printf '\\n{SUBMIT_MARK} {n} %s\\n' \"$__sd_rc\"")
+        lines.append('while IFS= read -r __sd_l || [ -n "$__sd_l" ]; do printf \'%s\\n\' "$__sd_l"; done < "$__sd_e"')
+        lines.append(f"printf '{SUBMIT_MARK}-end\\n'")
     return "\n".join(lines) + "\n"
 
 
@@ -89,29 +95,32 @@ def parse_submit_program_output(output: str, count: int) -> dict[int, tuple[int,
     i = 0
     while i < len(lines):
         parts = lines[i].split(" ")
-        if len(parts) == 3 and parts[0] == SUBMIT_MARK and parts[1].isdigit():
-            try:
-                index, status = int(parts[1]), int(parts[2])
-            except ValueError:
-                i += 1
-                continue
-            out: list[str] = []
-            err: list[str] = []
-            target = out
-            i += 1
-            complete = False
-            while i < len(lines):
-                if lines[i] == f"{SUBMIT_MARK}-stderr":
-                    target = err
-                elif lines[i] == f"{SUBMIT_MARK}-end":
-                    complete = True
-                    break
-                else:
-                    target.append(lines[i])
-                i += 1
-            if complete and 0 <= index < count:
-                sections[index] = (status, "\n".join(out).strip("\n"), "\n".join(err).strip("\n"))
         i += 1
+        if len(parts) != 2 or parts[0] != f"{SUBMIT_MARK}-out" or not parts[1].isdigit():
+            continue
+        index = int(parts[1])
+        out: list[str] = []
+        err: list[str] = []
+        status: int | None = None
+        complete = False
+        while i < len(lines):
+            line = lines[i]
+            i += 1
+            words = line.split(" ")
+            if status is None and len(words) == 3 and words[0] == SUBMIT_MARK and words[1] == str(index):
+                try:
+                    status = int(words[2])
+                except ValueError:
+                    break
+            elif status is not None and line == f"{SUBMIT_MARK}-end":
+                complete = True
+                break
+            elif status is None:
+                out.append(line)
+            else:
+                err.append(line)
+        if complete and status is not None and 0 <= index < count:
+            sections[index] = (status, "\n".join(out).strip("\n"), "\n".join(err).strip("\n"))
     return sections
 
 
@@ -303,7 +312,8 @@ class BatchDriver:
                 unsettled.append(job)
         if not unsettled:
             return
-        res = await self._run(read_exit_files_command([a.request.exit_path for a in unsettled]))
+        command, paths = read_exit_files_command([a.request.exit_path for a in unsettled])
+        res = await self._run(command, input=paths)
         records = parse_exit_files(res.stdout)
         for job in unsettled:
             record = records.get(job.request.exit_path)
@@ -367,7 +377,8 @@ class BatchDriver:
         found = {job.name: by_name[job.name] for job in jobs if job.name in by_name}
         rest = [job for job in jobs if job.name not in found]
         if rest:
-            res = await self._run(read_exit_files_command([j.exit_path for j in rest]))
+            command, paths = read_exit_files_command([j.exit_path for j in rest])
+            res = await self._run(command, input=paths)
             records = parse_exit_files(res.stdout)
             for job in rest:
                 if job.exit_path in records:

@@ -101,13 +101,15 @@ def parse_exit_file(text: str) -> ExitRecord:
     )
 
 
-def read_exit_files_command(paths: Iterable[str]) -> str:
-    """ONE shell command that prints every existing exit file among ``paths``."""
+def read_exit_files_command(paths: Iterable[str]) -> tuple[str, str]:
+    """ONE shell command that prints every existing exit file among ``paths``, and the
+    input to feed it: the paths go one per line on stdin, never on the command line,
+    so 5,000 of them fit (an SSH packet or a single argument would not)."""
     script = (
-        'for f in "$@"; do if [ -f "$f" ]; then '
+        'while IFS= read -r f; do if [ -f "$f" ]; then '
         f"printf '{EXIT_MARKER}%s\\n' \"$f\"; cat \"$f\"; echo; fi; done"
     )
-    return shlex.join(["sh", "-c", script, "sh", *paths])
+    return shlex.join(["sh", "-c", script]), "".join(f"{p}\n" for p in paths)
 
 
 def parse_exit_files(output: str) -> dict[str, ExitRecord]:
