@@ -8,12 +8,13 @@ up to its newline and answered with an error; the connection stays usable. Repli
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from schedulerd.state.store import Job, JobFilter, NewJob, Store
 log = structlog.get_logger(__name__)
 
 READ_CHUNK = 256 * 1024
+SUBMIT_CHUNK = 10_000
 MAX_LIST_LIMIT = 10_000
 
 
@@ -238,23 +240,49 @@ async def job_submit(conn: Connection, params: P.Params) -> Any:
         raise ShuttingDown()
     views, default = _cluster_views(ctx)
 
-    def prepare() -> tuple[P.SubmitParams, list[NewJob], list[int]]:
+    def plan() -> tuple[P.SubmitParams, P.SubmitPlan]:
         p = P.convert_params(params, P.SubmitParams)
         if (p.job is None) == (p.jobs is None):
             raise InvalidParams('give exactly one of "job" or "jobs"')
         specs = [p.job] if p.job is not None else list(p.jobs or [])
         if not specs:
             raise InvalidParams('"jobs" is empty')
-        rows, positions = P.build_new_jobs(specs, views, default)
-        return p, rows, positions
+        return p, P.plan_new_jobs(specs)
 
-    # decoding and validating 100,000 jobs takes seconds: keep the event loop free
-    if params.raw is not None and len(params.raw) > 256 * 1024:
-        p, rows, positions = await anyio.to_thread.run_sync(prepare)
+    if params.raw is None or len(params.raw) <= 256 * 1024:
+        p, the_plan = plan()
+        rows = P.build_rows(the_plan, 0, len(the_plan.specs), views, default)
+        ids = await ctx.store.create_jobs(rows)
     else:
-        p, rows, positions = prepare()
-    ids = await ctx.store.create_jobs(rows)
-    in_order = [ids[pos] for pos in positions]
+        # A big call (a 100,000-job campaign): decode and check it in a worker thread,
+        # then validate and build the rows chunk by chunk in a thread while the store
+        # writes the previous chunk. The event loop stays free; nothing is committed
+        # unless every chunk is valid.
+        p, the_plan = await anyio.to_thread.run_sync(plan)
+        count = len(the_plan.specs)
+        send, receive = anyio.create_memory_object_stream[Sequence[NewJob] | BaseException](1)
+
+        async def produce() -> None:
+            async with send:
+                try:
+                    for start in range(0, count, SUBMIT_CHUNK):
+                        rows = await anyio.to_thread.run_sync(
+                            P.build_rows, the_plan, start, start + SUBMIT_CHUNK, views, default
+                        )
+                        await send.send(rows)
+                except SchedulerdError as exc:
+                    with contextlib.suppress(anyio.BrokenResourceError):
+                        await send.send(exc)
+                except anyio.BrokenResourceError:
+                    pass  # the store gave up (unknown parent, shutting down)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            try:
+                ids = await ctx.store.create_jobs_from(count, the_plan.existing_parents, receive)
+            finally:
+                tg.cancel_scope.cancel()
+    in_order = [ids[pos] for pos in the_plan.positions]
     log.info("jobs_accepted", count=len(in_order), first=in_order[0])
     if p.job is not None:
         return {"id": in_order[0], "ids": in_order}

@@ -223,14 +223,23 @@ class ClusterView:
     outputs_dir: str | None = None  # where staged-out outputs go (Settings.outputs_path)
 
 
-def build_new_jobs(
-    specs: list[JobSpecIn], clusters: dict[str, ClusterView], default_cluster: str
-) -> tuple[list[NewJob], list[int]]:
-    """Validate every spec (all or nothing) and turn them into store rows, in an order
-    where every in-batch parent comes before its children. Also returns, for each spec
-    in the caller's order, its position among the rows."""
-    from schedulerd.errors import UnknownCluster
+@dataclass(frozen=True, slots=True)
+class SubmitPlan:
+    """The order in which a call's jobs are stored (every in-call parent first) and, for
+    each spec in the caller's order, its position in that order."""
 
+    specs: list[JobSpecIn]
+    order: list[int]
+    positions: list[int]
+    local_edges: list[list[int]]
+
+    @property
+    def existing_parents(self) -> list[int]:
+        return sorted({a for s in self.specs for a in s.after if isinstance(a, int)})
+
+
+def plan_new_jobs(specs: list[JobSpecIn]) -> SubmitPlan:
+    """Check the in-call references (names, self-waits, cycles) of a whole call."""
     problems: list[str] = []
     names: dict[str, int] = {}
     for n, spec in enumerate(specs):
@@ -255,22 +264,42 @@ def build_new_jobs(
     if problems:
         raise InvalidSpec("; ".join(problems[:20]), data={"errors": problems[:100]})
     order = _topological(local_edges)
-    position = {old: new for new, old in enumerate(order)}
+    position = [0] * len(specs)
+    for new, old in enumerate(order):
+        position[old] = new
+    return SubmitPlan(specs=specs, order=order, positions=position, local_edges=local_edges)
+
+
+def build_rows(
+    plan: SubmitPlan, start: int, stop: int, clusters: dict[str, ClusterView], default_cluster: str
+) -> list[NewJob]:
+    """Validate and build the rows at positions ``start:stop`` of the plan's order."""
+    from schedulerd.errors import UnknownCluster
 
     rows: list[NewJob] = []
-    for old in order:
-        spec = specs[old]
-        where = f"jobs[{old}]"
+    position = plan.positions
+    for old in plan.order[start:stop]:
+        spec = plan.specs[old]
         cluster_name = spec.cluster or default_cluster
         cluster = clusters.get(cluster_name)
         if cluster is None:
-            raise UnknownCluster(f"{where}: no cluster named {cluster_name!r}",
+            raise UnknownCluster(f"jobs[{old}]: no cluster named {cluster_name!r}",
                                  data={"clusters": sorted(clusters)})  # fmt: skip
         try:
-            rows.append(_row(spec, where, cluster, [position[e] for e in local_edges[old]]))
+            rows.append(_row(spec, cluster, [position[e] for e in plan.local_edges[old]]))
         except (ConfigError, ValueError) as exc:
-            raise InvalidSpec(f"{where}: {exc}") from exc
-    return rows, [position[n] for n in range(len(specs))]
+            raise InvalidSpec(f"jobs[{old}]: {exc}") from exc
+    return rows
+
+
+def build_new_jobs(
+    specs: list[JobSpecIn], clusters: dict[str, ClusterView], default_cluster: str
+) -> tuple[list[NewJob], list[int]]:
+    """Validate every spec (all or nothing) and turn them into store rows, in an order
+    where every in-call parent comes before its children; also returns, for each spec in
+    the caller's order, its position among the rows."""
+    plan = plan_new_jobs(specs)
+    return build_rows(plan, 0, len(specs), clusters, default_cluster), plan.positions
 
 
 def _topological(edges: list[list[int]]) -> list[int]:
@@ -328,7 +357,7 @@ def _walltime_s(value: str | int) -> int:
     return seconds
 
 
-def _row(spec: JobSpecIn, where: str, cluster: ClusterView, local_parents: list[int]) -> NewJob:
+def _row(spec: JobSpecIn, cluster: ClusterView, local_parents: list[int]) -> NewJob:
     if not spec.argv or not all(spec.argv):
         raise ValueError("argv must be a non-empty list of non-empty strings")
     if any("\0" in a for a in spec.argv):

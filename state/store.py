@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 import anyio
+import anyio.abc
 import msgspec
 import structlog
 from schedulerd.state import machine
@@ -287,45 +288,68 @@ class Store:
 
     async def create_jobs(self, jobs: Sequence[NewJob]) -> list[int]:
         """Insert jobs, their dependencies and their creation events; return their ids."""
+        send, receive = anyio.create_memory_object_stream[Sequence[NewJob] | BaseException](1)
+        send.send_nowait(jobs)
+        send.close()
+        parents = sorted({p for job in jobs for p in job.after})
+        return await self.create_jobs_from(len(jobs), parents, receive)
+
+    async def create_jobs_from(
+        self,
+        count: int,
+        parent_ids: Sequence[int],
+        chunks: anyio.abc.ObjectReceiveStream[Sequence[NewJob] | BaseException],
+    ) -> list[int]:
+        """Like :meth:`create_jobs` for ``count`` jobs arriving in chunks (in order), so a
+        caller can validate the next chunk while this one is written. An exception
+        received instead of a chunk aborts the whole call: nothing is stored."""
         now = self.clock()
 
         async def op(db: aiosqlite.Connection) -> list[int]:
-            parent_ids = sorted({p for job in jobs for p in job.after})
-            parent_states = await _states_of(db, parent_ids)
-            missing = [p for p in parent_ids if p not in parent_states]
-            if missing:
-                raise UnknownDependency(
-                    f"no job with id {', '.join(map(str, missing[:10]))}"
-                    + (" ..." if len(missing) > 10 else ""),
-                    data={"missing": missing[:100]},
-                )
-            async with db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs") as cur:
-                row = await cur.fetchone()
-            first_id = int(row[0]) + 1 if row else 1
-            ids = list(range(first_id, first_id + len(jobs)))
-            # pure and CPU-bound for big calls: build the rows off the event loop
-            if len(jobs) > 2000:
-                job_rows, event_rows, dep_rows, states = await anyio.to_thread.run_sync(
-                    _creation_rows, jobs, ids, parent_states, now
-                )
-            else:
-                job_rows, event_rows, dep_rows, states = _creation_rows(jobs, ids, parent_states, now)
-            await db.executemany(
-                "INSERT INTO jobs (id, name, campaign, step, idx, state, max_attempts, cluster,"
-                " queue, workdir, spec, fingerprint, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                job_rows,
-            )
-            await db.executemany(
-                "INSERT INTO events (job_id, at, from_state, to_state, reason, attempt,"
-                " native_id, version, data) VALUES (?,?,?,?,?,?,?,?,?)",
-                event_rows,
-            )
-            if dep_rows:
-                await db.executemany("INSERT OR IGNORE INTO deps VALUES (?, ?)", dep_rows)
-            if State.READY in states:
-                self._work_pending = True
-            return ids
+            async with chunks:
+                parent_states = await _states_of(db, parent_ids)
+                missing = [p for p in parent_ids if p not in parent_states]
+                if missing:
+                    raise UnknownDependency(
+                        f"no job with id {', '.join(map(str, missing[:10]))}"
+                        + (" ..." if len(missing) > 10 else ""),
+                        data={"missing": missing[:100]},
+                    )
+                async with db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs") as cur:
+                    row = await cur.fetchone()
+                first_id = int(row[0]) + 1 if row else 1
+                ids = list(range(first_id, first_id + count))
+                states: list[State] = []
+                async for chunk in chunks:
+                    if isinstance(chunk, BaseException):
+                        raise chunk
+                    if len(states) + len(chunk) > count:
+                        raise SchedulerdError("more jobs than announced")
+                    # pure and CPU-bound for big calls: build the rows off the event loop
+                    if len(chunk) > 2000:
+                        job_rows, event_rows, dep_rows = await anyio.to_thread.run_sync(
+                            _creation_rows, chunk, ids, states, parent_states, now
+                        )
+                    else:
+                        job_rows, event_rows, dep_rows = _creation_rows(chunk, ids, states, parent_states, now)
+                    await db.executemany(
+                        "INSERT INTO jobs (id, name, campaign, step, idx, state, max_attempts, cluster,"
+                        " queue, workdir, spec, fingerprint, created_at)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        job_rows,
+                    )
+                    await db.executemany(
+                        "INSERT INTO events (job_id, at, from_state, to_state, reason, attempt,"
+                        " native_id, version, data) VALUES (?,?,?,?,?,?,?,?,?)",
+                        event_rows,
+                    )
+                    if dep_rows:
+                        await db.executemany("INSERT OR IGNORE INTO deps VALUES (?, ?)", dep_rows)
+                if len(states) != count:
+                    raise SchedulerdError(f"only {len(states)} of {count} jobs arrived")
+                if State.READY in states:
+                    self._work_pending = True
+                return ids
 
         return await self.write(op)
 
@@ -727,14 +751,16 @@ _encode = msgspec.json.Encoder().encode
 
 
 def _creation_rows(
-    jobs: Sequence[NewJob], ids: list[int], parent_states: dict[int, State], now: float
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[int, int]], list[State]]:
-    """Rows for the jobs, creation events and dependency edges of new jobs."""
-    states: list[State] = []
+    jobs: Sequence[NewJob], ids: list[int], states: list[State],
+    parent_states: dict[int, State], now: float,
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[int, int]]]:
+    """Rows for the jobs, creation events and dependency edges of the next new jobs.
+    ``states`` holds the states of the jobs before them in the call (extended here);
+    ``after_local`` indexes and ``ids`` count from the first job of the call."""
     job_rows: list[tuple[Any, ...]] = []
     event_rows: list[tuple[Any, ...]] = []
     dep_rows: list[tuple[int, int]] = []
-    for n, job in enumerate(jobs):
+    for n, job in enumerate(jobs, start=len(states)):
         if job.after or job.after_local:
             parents = [parent_states[p] for p in job.after]
             parents += [states[i] for i in job.after_local]
@@ -762,7 +788,7 @@ def _creation_rows(
         event_rows.append((jid, now, None, state.value, reason, 1, None, 1, data))
         dep_rows += [(p, jid) for p in job.after]
         dep_rows += [(ids[i], jid) for i in job.after_local]
-    return job_rows, event_rows, dep_rows, states
+    return job_rows, event_rows, dep_rows
 
 
 def _all_or_nothing(errors: dict[int, SchedulerdError]) -> SchedulerdError:
