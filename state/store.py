@@ -325,13 +325,7 @@ class Store:
                         raise chunk
                     if len(states) + len(chunk) > count:
                         raise SchedulerdError("more jobs than announced")
-                    # pure and CPU-bound for big calls: build the rows off the event loop
-                    if len(chunk) > 2000:
-                        job_rows, event_rows, dep_rows = await anyio.to_thread.run_sync(
-                            _creation_rows, chunk, ids, states, parent_states, now
-                        )
-                    else:
-                        job_rows, event_rows, dep_rows = _creation_rows(chunk, ids, states, parent_states, now)
+                    job_rows, event_rows, dep_rows = _creation_rows(chunk, ids, states, parent_states, now)
                     await db.executemany(
                         "INSERT INTO jobs (id, name, campaign, step, idx, state, max_attempts, cluster,"
                         " queue, workdir, spec, fingerprint, created_at)"
