@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
+
 from schedulerd.drivers.api import ActiveJob, CheckResult, PollResult
 from schedulerd.drivers.base import FINISHED_PHASES, JobRequest, Observation, Phase, SubmitResult
 from schedulerd.drivers.dialect import Dialect
 from schedulerd.drivers.transport import CommandResult, Transport
 from schedulerd.drivers.wrapper import parse_exit_files, read_exit_files_command
-
 from schedulerd.errors import (
     ParseError,
     RemoteCommandError,

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import anyio
 import structlog
+
 from schedulerd.drivers.api import ActiveJob, CheckResult, PollResult
 from schedulerd.drivers.base import ExitRecord, JobRequest, Observation, Phase, SubmitResult
 from schedulerd.drivers.transport import LocalTransport
 from schedulerd.drivers.wrapper import parse_exit_file, render_wrapper
-
 from schedulerd.errors import ParseError
 
 log = structlog.get_logger(__name__)

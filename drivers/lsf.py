@@ -49,7 +49,6 @@ from typing import Any, Final, Literal
 
 from schedulerd.drivers.base import JobRequest, Observation, Phase
 from schedulerd.drivers.wrapper import render_wrapper
-
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 
 # --- states ------------------------------------------------------------------------------

@@ -37,8 +37,8 @@ from typing import Any, Self
 import anyio
 import asyncssh
 import structlog
-from schedulerd.drivers.transport import CommandResult
 
+from schedulerd.drivers.transport import CommandResult
 from schedulerd.errors import ConfigError, TransportError
 
 _CLOSE_GRACE = 5.0  # seconds to wait for a connection to finish closing
@@ -302,7 +302,7 @@ class SSHTransport:
         command: str,
         *,
         input: str | None = None,
-        timeout: float = 60.0,  # noqa: ASYNC109 -- the Transport protocol's signature
+        timeout: float = 60.0,
     ) -> CommandResult:
         """Run ``command`` through the head's login shell; a non-zero exit is no error.
 

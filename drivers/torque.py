@@ -31,7 +31,6 @@ from schedulerd.drivers.pbspro import (
     positive,
 )
 from schedulerd.drivers.wrapper import render_wrapper
-
 from schedulerd.errors import ParseError
 
 #: TORQUE Administrator Guide, qstat(1B) "job_state" / Appendix "Job States": the state

@@ -161,7 +161,7 @@ class Connection:
             if request is None or not request.is_notification:  # never answer a notification
                 await self.send(P.error_line(req_id, exc))
             return
-        except Exception as exc:  # noqa: BLE001 - report, never drop the connection
+        except Exception as exc:
             log.exception("request_crashed")
             if request is None or not request.is_notification:
                 await self.send(P.error_line(req_id, SchedulerdError(f"internal error: {exc}")))

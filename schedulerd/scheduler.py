@@ -192,7 +192,7 @@ class ClusterWorker:
             if not self.draining:
                 try:
                     submitted = await self.submit_once()
-                except Exception as exc:  # noqa: BLE001 - a bad answer must not stop the daemon
+                except Exception as exc:
                     # jobs claimed by this round stay `submitting`: reconciled by name
                     self.last_error = str(exc)
                     self._log.exception("submit_failed")
@@ -320,7 +320,7 @@ class ClusterWorker:
             except TransportError as exc:
                 self.last_error = str(exc)
                 self._log.warning("head_unreachable", error=str(exc), during="poll")
-            except Exception as exc:  # noqa: BLE001 - a bad answer must not stop the daemon
+            except Exception as exc:
                 # nothing is decided from an answer we could not read; try next round
                 self.last_error = str(exc)
                 self._log.exception("poll_failed")

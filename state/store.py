@@ -27,9 +27,6 @@ import anyio
 import anyio.abc
 import msgspec
 import structlog
-from schedulerd.state import machine
-from schedulerd.state.machine import State
-from schedulerd.state.schema import MIGRATIONS, SCHEMA_VERSION
 
 from schedulerd.errors import (
     Conflict,
@@ -39,6 +36,9 @@ from schedulerd.errors import (
     ShuttingDown,
     UnknownDependency,
 )
+from schedulerd.state import machine
+from schedulerd.state.machine import State
+from schedulerd.state.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -226,12 +226,12 @@ class Store:
                 await db.execute("SAVEPOINT op")
                 try:
                     op.result = await op.fn(db)
-                except Exception as exc:  # noqa: BLE001 - handed to the caller
+                except Exception as exc:
                     op.error = exc
                     await db.execute("ROLLBACK TO op")
                 await db.execute("RELEASE op")
             await db.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - the whole batch failed
+        except Exception as exc:
             log.error("store_commit_failed", error=str(exc))
             try:
                 await db.execute("ROLLBACK")

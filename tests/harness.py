@@ -173,7 +173,7 @@ def daemon_process(
             "--socket", str(socket_path)]  # fmt: skip
     if config is not None:
         args += ["--config", str(config)]
-    log = open(log_path or state_dir.parent / "daemon.log", "ab")  # noqa: SIM115 - closed below
+    log = open(log_path or state_dir.parent / "daemon.log", "ab")
     proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
     try:
         wait_for_socket(socket_path, proc)

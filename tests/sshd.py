@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from schedulerd.drivers.ssh import SSHOptions
 
 SSHD = "/usr/sbin/sshd"

@@ -27,6 +27,7 @@ from typing import Any
 
 import anyio
 import asyncssh
+
 from schedulerd.drivers.ssh import SSHOptions
 
 _STOP_GRACE = 5.0
@@ -143,7 +144,7 @@ class SSHTestServer:
         status = 255
         try:
             status = await self._run_child(process, command)
-        except Exception as exc:  # noqa: BLE001 -- never let a harness bug crash asyncssh's task
+        except Exception as exc:
             with contextlib.suppress(Exception):
                 process.stderr.write(f"sshserver: {exc!r}\n".encode())
         finally:

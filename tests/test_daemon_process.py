@@ -30,7 +30,7 @@ async def test_sd_notify_ready_reload_and_stopping(tmp_path: Path) -> None:
     _config(config, 3)
     sock = tmp_path / "sd.sock"
     env = {**os.environ, "NOTIFY_SOCKET": str(notify)}
-    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed below
+    log = open(tmp_path / "daemon.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "schedulerd.daemon", "--config", str(config),
          "--state-dir", str(tmp_path / "state"), "--socket", str(sock)],

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from schedulerd.drivers.base import JobRequest, Observation, Phase
 from schedulerd.drivers.lsf import (
     STATE_MAP,
@@ -24,7 +25,6 @@ from schedulerd.drivers.lsf import (
     parse_lsf_time,
 )
 from schedulerd.drivers.wrapper import parse_exit_file
-
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 from tests.fakebatch.core import FakeHead
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from schedulerd.drivers.base import FINISHED_PHASES, JobRequest, Observation, Phase
 from schedulerd.drivers.pbspro import PbsProDialect, parse_ctime
 from schedulerd.drivers.wrapper import parse_exit_file
-
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 
 sys.path.insert(0, str(Path(__file__).parent / "fakebatch"))

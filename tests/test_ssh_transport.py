@@ -14,10 +14,10 @@ from typing import Any
 import anyio
 import asyncssh
 import pytest
-from schedulerd.drivers.ssh import SSHOptions, SSHTransport, parse_jump_host
-from schedulerd.drivers.transport import CommandResult
 from structlog.testing import capture_logs
 
+from schedulerd.drivers.ssh import SSHOptions, SSHTransport, parse_jump_host
+from schedulerd.drivers.transport import CommandResult
 from schedulerd.errors import ConfigError, TransportError
 from tests.sshd import running_sshd
 from tests.sshserver import running_ssh_server
@@ -39,7 +39,7 @@ TRICKY_ARGS = [
 
 async def eventually(predicate: Callable[[], bool], *, within: float = 5.0) -> None:
     with anyio.fail_after(within):
-        while not predicate():  # noqa: ASYNC110 -- polls counters the harness keeps
+        while not predicate():
             await anyio.sleep(0.01)
 
 

@@ -121,7 +121,7 @@ async def end_to_end(args: argparse.Namespace, tmp: Path, server: SSHTestServer)
             await client.call("daemon.ping")
             # let the worker connect and finish its first poll before the clock starts
             deadline = time.monotonic() + 30
-            while server.exec_count < 2 and time.monotonic() < deadline:  # noqa: ASYNC110
+            while server.exec_count < 2 and time.monotonic() < deadline:
                 await anyio.sleep(0.05)
             await anyio.sleep(args.poll * 2)
             durations.clear()

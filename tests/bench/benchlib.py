@@ -155,7 +155,7 @@ def spawn_daemon(
     env.pop("NOTIFY_SOCKET", None)
     args = [sys.executable, "-m", "schedulerd.daemon", "--state-dir", str(state_dir),
             "--socket", str(socket_path), "--config", str(config)]  # fmt: skip
-    log = open(log_path, "ab")  # noqa: SIM115 - closed below
+    log = open(log_path, "ab")
     started = time.time()
     mono = time.monotonic()
     proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=str(ROOT))

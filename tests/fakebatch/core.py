@@ -387,7 +387,7 @@ class FakeHead:
     def _start(self, job: Job) -> None:
         node_fail = self.take_fault("node_fail_next")
         entry = Path(__file__).with_name("fakebatch.py")
-        proc = subprocess.Popen(  # noqa: S603 - test helper
+        proc = subprocess.Popen(
             [sys.executable, str(entry), "--home", str(self.home), "__run", job["id"]]
             + (["--node-fail"] if node_fail else []),
             start_new_session=True,
@@ -422,7 +422,7 @@ class FakeHead:
         stderr_path = job["stderr"] or os.path.join(job["workdir"], f"{job['name']}.e{job['seq']}")
         os.makedirs(job["workdir"], exist_ok=True)
         with open(stdout_path, "ab") as out, open(stderr_path, "ab") as err:
-            child = subprocess.Popen(  # noqa: S603 - test helper
+            child = subprocess.Popen(
                 ["/bin/sh", job["script"]],
                 cwd=job["workdir"],
                 env=env,

@@ -13,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from core import FakeHead  # noqa: E402
+from core import FakeHead
 
 
 def _dispatch(head: FakeHead, command: str, argv: list[str]) -> tuple[str, str, int]:

@@ -171,7 +171,7 @@ def qsub(head: FakeHead, argv: list[str]) -> Result:
         with open(script) as fh:
             text = fh.read()
     except OSError:
-        return "", f"qsub: script file:: No such file or directory\n", 2  # noqa: F541
+        return "", f"qsub: script file:: No such file or directory\n", 2
     opts: dict[str, Any] = {}
     try:
         _parse_options(_script_directives(text), opts)
