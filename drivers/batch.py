@@ -14,7 +14,7 @@ import re
 import secrets
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -39,6 +39,11 @@ SUBMIT_MARK = "@@schedulerd-submit"
 UNKNOWN_PREFIX = "?"
 #: how often (in polls) to count all of the user's jobs when the queue command does not
 COUNT_EVERY = 10
+#: longest command line sent as is (the head's shell gets it as one 128 KiB argument)
+ARGV_BUDGET = 96 * 1024
+#: ids per status/history command when xargs splits a long list
+XARGS_IDS = 2000
+ID_BATCH_MARK = "@@schedulerd-id-batch"
 #: batch names we give our jobs
 OUR_NAME = re.compile(r"sd-\d+-\d+\Z")
 
@@ -154,6 +159,42 @@ class BatchDriver:
         command = argv if isinstance(argv, str) else shlex.join(argv)
         return await self.transport.run(command, input=input, timeout=self.command_timeout)
 
+    async def _query_ids(
+        self,
+        build: Callable[[list[str]], list[str] | None],
+        parse: Callable[[str, str, int], dict[str, Observation]],
+        ids: list[str],
+    ) -> dict[str, Observation] | None:
+        """Run a status/history command over ``ids`` and parse it (None: no command).
+
+        The whole command line of one SSH command reaches the head as ONE argument of
+        its shell, which Linux caps at 128 KiB: about 5,000 PBS ids. Beyond the budget,
+        a command that takes the ids as trailing arguments gets them on stdin through
+        ``xargs`` (still one SSH command, the outputs separated by a marker line);
+        any other shape is run in several commands over slices of the ids.
+        """
+        argv = build(ids)
+        if argv is None:
+            return None
+        if len(shlex.join(argv)) <= ARGV_BUDGET or len(ids) < 2:
+            res = await self._run(argv)
+            return parse(res.stdout, res.stderr, res.exit_status)
+        base = argv[: len(argv) - len(ids)]
+        found: dict[str, Observation] = {}
+        if argv[len(base):] == ids and build(ids[:1]) == [*base, ids[0]]:
+            script = f'{shlex.join(base)} "$@"; echo {ID_BATCH_MARK}'
+            command = shlex.join(["xargs", "-n", str(XARGS_IDS), "sh", "-c", script, "sh"])
+            res = await self._run(command, input="".join(f"{i}\n" for i in ids))
+            for part in res.stdout.split(f"{ID_BATCH_MARK}\n"):
+                if part.strip():
+                    found.update(parse(part, res.stderr, res.exit_status))
+            return found
+        half = len(ids) // 2
+        for chunk in (ids[:half], ids[half:]):
+            part = await self._query_ids(build, parse, chunk)
+            found.update(part or {})
+        return found
+
     async def detect_version(self) -> str:
         """Ask the head which version runs; a dialect with ``for_version`` (LSF: JSON,
         delimited or wide bjobs output) adapts to it."""
@@ -237,8 +278,11 @@ class BatchDriver:
         await self._ensure_version()
         self._polls += 1
         known = [a for a in active if not a.native_id.startswith(UNKNOWN_PREFIX)]
-        res = await self._run(self.dialect.status_argv(self.user, [a.native_id for a in known]))
-        queue = self.dialect.parse_status(res.stdout, res.stderr, res.exit_status)
+        queue = await self._query_ids(
+            lambda ids: self.dialect.status_argv(self.user, ids),
+            self.dialect.parse_status,
+            [a.native_id for a in known],
+        ) or {}
         ours = {a.native_id for a in active}
         if self._lists_all_user_jobs():
             self._foreign_jobs = sum(
@@ -288,17 +332,18 @@ class BatchDriver:
         real = [a for a in left if not a.native_id.startswith(UNKNOWN_PREFIX)]
         if real:
             since = min(a.submitted_at for a in real) - 3600
-            argv = self.dialect.history_argv(self.user, [a.native_id for a in real], since)
-            if argv is not None:
-                try:
-                    res = await self._run(argv)
-                    history = self.dialect.parse_history(res.stdout, res.stderr, res.exit_status)
-                except RemoteCommandError as exc:
-                    if exc.transient:
-                        raise TransportError(f"history: {exc.message}") from exc
-                    self._log.warning("history_unavailable", error=exc.message)
-                except ParseError as exc:
-                    self._log.warning("history_unparsed", error=exc.message)
+            try:
+                history = await self._query_ids(
+                    lambda ids: self.dialect.history_argv(self.user, ids, since),
+                    self.dialect.parse_history,
+                    [a.native_id for a in real],
+                ) or {}
+            except RemoteCommandError as exc:
+                if exc.transient:
+                    raise TransportError(f"history: {exc.message}") from exc
+                self._log.warning("history_unavailable", error=exc.message)
+            except ParseError as exc:
+                self._log.warning("history_unparsed", error=exc.message)
         unsettled: list[ActiveJob] = []
         for job in left:
             obs = history.get(job.native_id)
@@ -368,8 +413,11 @@ class BatchDriver:
             if not ids:
                 queue: dict[str, Observation] = {}
             else:
-                res = await self._run(self.dialect.status_argv(self.user, ids))
-                queue = self.dialect.parse_status(res.stdout, res.stderr, res.exit_status)
+                queue = await self._query_ids(
+                    lambda chunk: self.dialect.status_argv(self.user, chunk),
+                    self.dialect.parse_status,
+                    ids,
+                ) or {}
         else:
             res = await self._run(self.dialect.status_argv(self.user, []))
             queue = self.dialect.parse_status(res.stdout, res.stderr, res.exit_status)

@@ -299,3 +299,27 @@ async def test_5000_jobs_leaving_the_queue_at_once_are_settled_by_exit_files(
             _check_observations(result, expected)
         finally:
             await driver.aclose()
+
+
+@pytest.mark.parametrize("system", ["pbspro", "torque"])
+async def test_12000_ids_on_a_head_that_takes_ids_fit_in_one_command(tmp_path: Path, system: str) -> None:
+    """PBS/Torque status commands take our ids as arguments; 12,000 of them exceed what
+    one command line may carry (128 KiB), so they go on stdin through xargs: still ONE
+    SSH command per poll, and every job is seen."""
+    bin_dir = tmp_path / "bin"
+    head = FakeHead.create(tmp_path / "head", bin_dir, flavor=system, user=USER, slots=0, server=SERVER)
+    remote = tmp_path / "remote"
+    active, expected = seed(head, system, remote, kinds=["running"] * 7000 + ["queued"] * 5000)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    async with running_ssh_server(tmp_path, env=env) as server:
+        driver = _driver(system, server, remote)
+        try:
+            await driver.detect_version()
+            result, kinds, _ = await _counted_poll(system, server, head, driver, active)
+            queue = [k for k in kinds if k.startswith("other: xargs") and "qstat" in k]
+            assert len(queue) == 1 and kinds[queue[0]] == 1, kinds
+            assert sum(kinds.values()) - kinds["count"] == 1, kinds
+            assert len(head.calls()) >= 6  # xargs ran qstat once per 2,000 ids
+            _check_observations(result, expected)
+        finally:
+            await driver.aclose()
