@@ -7,6 +7,8 @@ daemon; ``main()`` is the console script.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import functools
 import getpass
 import logging
@@ -14,7 +16,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -119,6 +122,39 @@ async def run(
 ) -> None:
     """Run the daemon until SIGTERM/SIGINT, ``daemon.shutdown`` or ``shutdown_trigger``."""
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _state_dir_lock(settings.state_dir):
+        await _run_locked(settings, shutdown_trigger=shutdown_trigger, reload=reload,
+                          handle_signals=handle_signals, task_status=task_status)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _state_dir_lock(state_dir: Path) -> Iterator[None]:
+    """One daemon per state directory: two writers would submit the same jobs twice."""
+    path = state_dir / "schedulerd.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise SchedulerdError(
+                f"another schedulerd (pid {holder}) is using {state_dir}"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+async def _run_locked(
+    settings: Settings,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None,
+    reload: Callable[[], Settings] | None,
+    handle_signals: bool,
+    task_status: anyio.abc.TaskStatus[None],
+) -> None:
     store = await open_store(settings.database_path)
     store.retry_base = settings.retry_base
     current = {"settings": settings}

@@ -103,3 +103,20 @@ def test_bad_config_is_refused_clearly(tmp_path: Path, text: str, message: str) 
     )  # fmt: skip
     assert proc.returncode == 2 and message.split()[0] in proc.stderr
     assert not (tmp_path / "s").exists(), "a refused config must change nothing"
+
+
+def test_second_daemon_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    """Two daemons on one database would submit the same ready jobs twice."""
+    from tests.harness import daemon_process
+
+    state = tmp_path / "state"
+    with daemon_process(state, tmp_path / "a.sock") as first:
+        proc = subprocess.run(
+            [sys.executable, "-m", "schedulerd.daemon", "--state-dir", str(state),
+             "--socket", str(tmp_path / "b.sock")],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert proc.returncode == 1
+        assert f"pid {first.pid}" in proc.stdout + proc.stderr
+        assert first.poll() is None
+        assert not (tmp_path / "b.sock").exists()
