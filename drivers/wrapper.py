@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import signal
 from collections.abc import Iterable, Sequence
 
 from schedulerd.drivers.base import ExitRecord, JobRequest
@@ -31,7 +32,7 @@ def render_wrapper(job: JobRequest, directives: Sequence[str] = ()) -> str:
     lines += [
         f"__sd_dir={q(job.control_dir)}",
         f"__sd_exit={q(job.exit_path)}",
-        "__sd_started=$(date +%s)",
+        "__sd_started=",
         "__sd_child=",
         "__sd_signal=",
         "__sd_record() {",
@@ -41,13 +42,14 @@ def render_wrapper(job: JobRequest, directives: Sequence[str] = ()) -> str:
         '&& mv -f "$__sd_tmp" "$__sd_exit"',
         "}",
         "__sd_on_signal() {",
-        "    __sd_signal=$1",
+        "    __sd_signal=$1; __sd_signal_rc=$2",
         '    if [ -n "$__sd_child" ]; then kill -TERM "$__sd_child" 2>/dev/null; fi',
         "}",
     ]
     for sig in TRAPPED_SIGNALS:
-        lines.append(f"trap '__sd_on_signal {sig}' {sig}")
+        lines.append(f"trap '__sd_on_signal {sig} {128 + signal.Signals['SIG' + sig].value}' {sig}")
     lines += [
+        "__sd_started=$(date +%s)",
         'mkdir -p "$__sd_dir" || exit 1',
         f"cd {q(job.workdir)} || {{ __sd_record 1; exit 1; }}",
         f"SCHEDULERD_JOB_ID={job.job_id}; export SCHEDULERD_JOB_ID",
@@ -59,8 +61,12 @@ def render_wrapper(job: JobRequest, directives: Sequence[str] = ()) -> str:
             raise ValueError(f"invalid environment variable name {key!r}")
         lines.append(f"{key}={q(value)}; export {key}")
     lines += [
+        "# a signal before the command starts: it never starts",
+        'if [ -n "$__sd_signal" ]; then __sd_record "$__sd_signal_rc"; exit "$__sd_signal_rc"; fi',
         f"{shlex.join(job.argv)} </dev/null &",
         "__sd_child=$!",
+        "# a signal between the start and the line above found no child to pass it on to",
+        'if [ -n "$__sd_signal" ]; then kill -TERM "$__sd_child" 2>/dev/null; fi',
         "while :; do",
         '    wait "$__sd_child"; __sd_rc=$?',
         "    # a trapped signal interrupts wait; keep waiting until the command is gone",
