@@ -364,8 +364,12 @@ class FakeHead:
                 if result is not None:
                     job.update(result)
                 elif job["pid"] is not None and not _alive(job["pid"]):
-                    # runner vanished without a word: the node died
-                    job.update(state="done", exit_code=None, end_reason="node_fail", end_time=now)
+                    if (self.home / f"cancelled.{job['seq']}").exists():
+                        # cancelled before its runner could catch the signal
+                        job.update(state="done", exit_code=143, end_reason="cancelled", end_time=now)
+                    else:
+                        # runner vanished without a word: the node died
+                        job.update(state="done", exit_code=None, end_reason="node_fail", end_time=now)
                 else:
                     running += 1
             if job["state"] == "done" and not job["forgotten"]:
