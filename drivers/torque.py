@@ -21,16 +21,12 @@ from typing import Final
 
 from schedulerd.drivers.base import JobRequest, Observation, Phase
 from schedulerd.drivers.pbspro import (
+    PbsProDialect,
     common_directives,
     parse_full_text,
-    parse_qdel,
-    parse_qselect,
     parse_qstat_common,
-    parse_qstat_version,
-    parse_qsub,
     positive,
 )
-from schedulerd.drivers.wrapper import render_wrapper
 from schedulerd.errors import ParseError
 
 #: TORQUE Administrator Guide, qstat(1B) "job_state" / Appendix "Job States": the state
@@ -91,19 +87,11 @@ def _torque_jobs(stdout: str) -> Mapping[str, Mapping[str, object]]:
     return parse_xml_jobs(stdout)
 
 
-class TorqueDialect:
-    """Torque 2.x-6.x."""
+class TorqueDialect(PbsProDialect):
+    """Torque 2.x-6.x: PBS Pro's commands (qsub, qdel, qhold, qrls, qselect, version),
+    with its own resource syntax, XML status and no queryable history."""
 
     name = "torque"
-    has_dry_run = False
-    #: the status command lists only the ids we give it; ``qselect -u`` counts the rest
-    status_lists_user_jobs = False
-
-    def list_user_argv(self, user: str) -> list[str]:
-        return ["qselect", "-u", user]
-
-    def parse_list_user(self, stdout: str, stderr: str, exit_status: int) -> list[str]:
-        return parse_qselect(stdout, stderr, exit_status)
 
     def directives(self, job: JobRequest) -> list[str]:
         resources = []
@@ -112,18 +100,6 @@ class TorqueDialect:
         if job.memory_mb is not None:
             resources.append(f"mem={positive('memory_mb', job.memory_mb)}mb")
         return common_directives(job, resources)
-
-    def render_script(self, job: JobRequest) -> str:
-        return render_wrapper(job, self.directives(job))
-
-    def extra_files(self, job: JobRequest) -> dict[str, str]:
-        return {}
-
-    def submit_argv(self, job: JobRequest) -> list[str]:
-        return ["qsub", job.script_path]
-
-    def parse_submit(self, stdout: str, stderr: str, exit_status: int) -> str:
-        return parse_qsub(stdout, stderr, exit_status)
 
     def status_argv(self, user: str, native_ids: Sequence[str]) -> list[str]:
         # Torque's "-u user" belongs to the alternate table format (qstat(1B) synopsis
@@ -145,27 +121,3 @@ class TorqueDialect:
 
     def history_argv(self, user: str, native_ids: Sequence[str], since: float) -> list[str] | None:
         return None  # no history a regular user can query (see the module docstring)
-
-    def parse_history(self, stdout: str, stderr: str, exit_status: int) -> dict[str, Observation]:
-        return self.parse_status(stdout, stderr, exit_status)
-
-    def cancel_argv(self, native_ids: Sequence[str]) -> list[str]:
-        return ["qdel", *native_ids]
-
-    def parse_cancel(self, stdout: str, stderr: str, exit_status: int) -> None:
-        parse_qdel(stdout, stderr, exit_status)
-
-    def hold_argv(self, native_ids: Sequence[str]) -> list[str]:
-        return ["qhold", *native_ids]
-
-    def release_argv(self, native_ids: Sequence[str]) -> list[str]:
-        return ["qrls", *native_ids]
-
-    def version_argv(self) -> list[str]:
-        return ["qstat", "--version"]
-
-    def parse_version(self, stdout: str, stderr: str, exit_status: int) -> str:
-        return parse_qstat_version(stdout, stderr, exit_status)
-
-    def dry_run_argv(self, job: JobRequest) -> list[str] | None:
-        return None
