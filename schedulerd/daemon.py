@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import getpass
@@ -245,16 +246,12 @@ def apply_reload(
     old = current["settings"]
     if (new.state_dir, new.socket_path) != (old.state_dir, old.socket_path):
         log.warning("reload_paths_ignored", detail="state_dir and socket change on restart only")
-    kept = Settings(
+    # everything from the new file except what only a restart may change
+    kept = dataclasses.replace(
+        new,
         state_dir=old.state_dir,
         socket_path=old.socket_path,
-        config_path=new.config_path,
-        clusters=new.clusters,
-        max_active=new.max_active,
         socket_group=old.socket_group,
-        max_message_bytes=new.max_message_bytes,
-        retry_base=new.retry_base,
-        log_level=new.log_level,
         outputs_dir=old.outputs_dir,
     )
     current["settings"] = kept
