@@ -21,7 +21,7 @@ from schedulerd.drivers.wrapper import parse_exit_file
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 
 sys.path.insert(0, str(Path(__file__).parent / "fakebatch"))
-from core import FakeHead
+from core import FakeHead, gated
 
 D = PbsProDialect()
 
@@ -462,13 +462,15 @@ class Head:
 
 def test_round_trip_complete_and_fail(tmp_path: Path) -> None:
     head = Head(tmp_path)
-    ok = head.submit("sleep", "0.5")
-    bad = head.submit("sh", "-c", "sleep 0.5; exit 3")
+    gate = tmp_path / "gate"
+    ok = head.submit(*gated(gate))
+    bad = head.submit(*gated(gate, "exit 3"))
     assert ok.endswith(".fakehead") and ok != bad
     first = head.status(ok)
     assert first is not None and first.phase in {Phase.QUEUED, Phase.RUNNING}
     assert first.name == "sd-1-1"
     head.wait(lambda: head.status(ok), {Phase.RUNNING})
+    gate.touch()
     deadline = time.monotonic() + 20
     while head.status(ok) is not None or head.status(bad) is not None:
         assert time.monotonic() < deadline

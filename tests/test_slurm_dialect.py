@@ -481,7 +481,7 @@ def test_parsers_on_mutated_fixtures(which: int, cut: int, insert: str, status: 
 # --- round trip through the fake ---------------------------------------------------------------
 
 sys.path.insert(0, str(FAKEBATCH))
-from core import FakeHead  # the fake lives outside the package
+from core import FakeHead, gated  # the fake lives outside the package
 
 
 class Head:
@@ -553,7 +553,8 @@ def head(tmp_path: Path) -> Head:
 
 @pytest.mark.timeout(60)
 def test_round_trip_completed(head: Head) -> None:
-    job = head.job("sh", "-c", "sleep 0.5; echo out; echo err >&2", queue="short", cpus=2)
+    gate = head.workdir / "gate"
+    job = head.job(*gated(gate, "echo out; echo err >&2"), queue="short", cpus=2)
     native_id = head.submit(job)
     assert native_id.isdigit()
     seen = head.status()[native_id]
@@ -562,6 +563,7 @@ def test_round_trip_completed(head: Head) -> None:
     head.wait_status(native_id, lambda o: o is not None and o.phase is Phase.RUNNING)
     running = head.status()[native_id]
     assert running.started_at is not None and abs(running.started_at - time.time()) < 30
+    gate.touch()
     final = head.finish(native_id)
     assert (final.phase, final.exit_code, final.name) == (Phase.COMPLETED, 0, job.name)
     assert final.finished_at is not None

@@ -21,7 +21,7 @@ from schedulerd.drivers.wrapper import parse_exit_file
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 
 sys.path.insert(0, str(Path(__file__).parent / "fakebatch"))
-from core import FakeHead
+from core import FakeHead, gated
 
 D = TorqueDialect()
 
@@ -343,12 +343,14 @@ class Head:
 
 def test_round_trip_complete_and_fail(tmp_path: Path) -> None:
     head = Head(tmp_path, keep_finished_in_queue=60)
-    ok = head.submit("sleep", "0.5")
-    bad = head.submit("sh", "-c", "sleep 0.5; exit 3")
+    gate = tmp_path / "gate"
+    ok = head.submit(*gated(gate))
+    bad = head.submit(*gated(gate, "exit 3"))
     first = head.status(ok)
     assert first is not None and first.phase in {Phase.QUEUED, Phase.RUNNING}
     assert first.name == "sd-1-1"
     head.wait(ok, {Phase.RUNNING})
+    gate.touch()
     done = head.wait(ok, set(FINISHED_PHASES))
     assert (done.phase, done.exit_code) == (Phase.COMPLETED, 0)
     assert done.finished_at is not None and done.started_at is not None

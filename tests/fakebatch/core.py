@@ -63,6 +63,7 @@ import importlib
 import io
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -101,6 +102,16 @@ FAULT_KEYS = {
     "node_fail_next",
     "noise",
 }
+
+
+def gated(gate: Path, then: str = "") -> tuple[str, ...]:
+    """A job command that stays running until the test creates `gate`, then runs `then`.
+
+    Round-trip tests that must observe a job RUNNING use this instead of a short sleep: on a
+    loaded machine a `sleep 0.5` can start and finish between two status commands.
+    """
+    wait = f"while [ ! -e {shlex.quote(str(gate))} ]; do sleep 0.05; done"
+    return ("sh", "-c", f"{wait}; {then}" if then else wait)
 
 
 class FakeHead:
