@@ -1,0 +1,175 @@
+"""The store's creation path (jobs built inside SQLite from JSON) and its WAL checkpointer."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import string
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schedulerd.state.machine import State
+from schedulerd.state.store import NewJob, Store, open_store
+
+
+@asynccontextmanager
+async def store_at(path: Path) -> AsyncIterator[Store]:
+    store = await open_store(path)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(store.run_writer)
+            yield store
+            await store.close()
+    finally:
+        await store.aclose_connections()
+
+
+def _rows(db_path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(db_path)
+    try:
+        return list(db.execute(sql, args))
+    finally:
+        db.close()
+
+
+# text that JSON has to escape, and text that it does not
+nasty_text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1, max_size=20
+) | st.sampled_from(['a"b', "back\\slash", "{id}", "tab\there", "\u2028", "é😀", "\x01\x1f", "null"])
+optional = st.none() | nasty_text
+spec_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | nasty_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(nasty_text, inner, max_size=3),
+    max_leaves=8,
+)
+new_jobs = st.builds(
+    NewJob,
+    name=nasty_text,
+    cluster=st.sampled_from(["local", "hpc"]) | nasty_text,
+    workdir=st.sampled_from(["/w/{id}", "/same"]) | nasty_text,
+    spec=st.dictionaries(nasty_text, spec_values, max_size=4).map(lambda d: {"argv": ["x"], **d}),
+    queue=optional,
+    max_attempts=st.integers(1, 101),
+    campaign=optional,
+    step=optional,
+    idx=st.none() | st.integers(0, 10**6),
+    fingerprint=optional,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(jobs=st.lists(new_jobs, min_size=1, max_size=12), same=st.booleans())
+def test_created_rows_and_events_hold_exactly_what_was_given(
+    tmp_path: Path, jobs: list[NewJob], same: bool
+) -> None:
+    """Whichever columns are constant across a chunk (bound once) or vary (taken out of
+    the JSON by SQLite), every stored value is the one given, and the creation event
+    carries the whole row."""
+    if same:  # every column constant but the spec: the other path of _creation_rows
+        jobs = [NewJob(**{**_fields(jobs[0]), "spec": job.spec}) for job in jobs]
+    db_path = tmp_path / f"db-{time.monotonic_ns()}.sqlite3"
+
+    async def run() -> list[int]:
+        async with store_at(db_path) as store:
+            return await store.create_jobs(jobs)
+
+    ids = anyio.run(run)
+    assert ids == list(range(1, len(jobs) + 1))
+    stored = _rows(db_path, "SELECT id, name, cluster, workdir, spec, queue, max_attempts, campaign,"
+                            " step, idx, fingerprint, state, created_at FROM jobs ORDER BY id")  # fmt: skip
+    events = _rows(db_path, "SELECT job_id, to_state, reason, at, data FROM events ORDER BY id")
+    assert [e[0] for e in events] == ids
+    for job, row, event in zip(jobs, stored, events, strict=True):
+        jid = row[0]
+        expected = {
+            "name": job.name, "cluster": job.cluster, "workdir": job.workdir.replace("{id}", str(jid)),
+            "queue": job.queue, "max_attempts": job.max_attempts, "campaign": job.campaign,
+            "step": job.step, "idx": job.idx, "fingerprint": job.fingerprint,
+        }  # fmt: skip
+        got = dict(zip(("name", "cluster", "workdir"), row[1:4], strict=True))
+        got.update(zip(("queue", "max_attempts", "campaign", "step", "idx", "fingerprint"), row[5:11], strict=True))
+        assert got == expected
+        assert json.loads(row[4]) == job.spec
+        assert row[11] == "ready" and isinstance(row[12], float)
+        assert event[1:4] == ("ready", "created", row[12])
+        data = json.loads(event[4])
+        assert data.pop("spec") == job.spec
+        assert data == expected
+
+
+def _fields(job: NewJob) -> dict[str, Any]:
+    return {name: getattr(job, name) for name in job.__struct_fields__}
+
+
+async def test_chunks_with_dependencies_get_their_initial_states(tmp_path: Path) -> None:
+    """Jobs arriving in several chunks, with edges to existing jobs and to jobs of earlier
+    chunks: children of unfinished parents are pending, of a failed parent skipped."""
+    async with store_at(tmp_path / "db.sqlite3") as store:
+        (failed,) = await store.create_jobs([NewJob(name="p", cluster="c", workdir="/w", spec={"argv": ["x"]})])
+        db = sqlite3.connect(tmp_path / "db.sqlite3")
+        db.execute("UPDATE jobs SET state = 'failed' WHERE id = ?", (failed,))
+        db.commit()
+        db.close()
+        send, receive = anyio.create_memory_object_stream[Any](4)
+        chunk1 = [
+            NewJob(name="a", cluster="c", workdir="/w/{id}", spec={"argv": ["a"]}),
+            NewJob(name="b", cluster="c", workdir="/w/{id}", spec={"argv": ["b"]}, after=(failed,)),
+        ]
+        chunk2 = [
+            NewJob(name="c", cluster="c", workdir="/w/{id}", spec={"argv": ["c"]}, after_local=(0,)),
+            NewJob(name="d", cluster="c", workdir="/w/{id}", spec={"argv": ["d"]}, after_local=(1,)),
+            NewJob(name="e", cluster="c", workdir="/w/{id}", spec={"argv": ["e"]}),
+        ]
+        await send.send(chunk1)
+        await send.send(chunk2)
+        send.close()
+        ids = await store.create_jobs_from(5, [failed], receive)
+        jobs = await store.get_jobs(ids)
+    a, b, c, d, e = (jobs[i] for i in ids)
+    assert (a.state, b.state, c.state, d.state, e.state) == (
+        State.READY, State.SKIPPED, State.PENDING, State.SKIPPED, State.READY)  # fmt: skip
+    assert c.workdir == f"/w/{c.id}"
+    edges = set(_rows(tmp_path / "db.sqlite3", "SELECT parent, child FROM deps"))
+    assert edges == {(failed, b.id), (a.id, c.id), (b.id, d.id)}
+    reasons = dict(_rows(tmp_path / "db.sqlite3", "SELECT job_id, reason FROM events WHERE job_id > ?", (failed,)))
+    assert reasons[b.id] == reasons[d.id] == "a parent did not complete"
+    assert reasons[a.id] == "created"
+
+
+async def test_a_bad_chunk_stores_nothing(tmp_path: Path) -> None:
+    async with store_at(tmp_path / "db.sqlite3") as store:
+        send, receive = anyio.create_memory_object_stream[Any](4)
+        await send.send([NewJob(name="a", cluster="c", workdir="/w", spec={"argv": ["a"]})])
+        await send.send(ValueError("jobs[1]: invalid"))
+        send.close()
+        with pytest.raises(ValueError, match="jobs.1.: invalid"):
+            await store.create_jobs_from(2, [], receive)
+    assert _rows(tmp_path / "db.sqlite3", "SELECT COUNT(*) FROM jobs") == [(0,)]
+    assert _rows(tmp_path / "db.sqlite3", "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+async def test_wal_is_checkpointed_after_the_commit_not_inside_it(tmp_path: Path) -> None:
+    """The commit that acknowledges a big submit does not copy the WAL into the database
+    file (SQLite's automatic checkpoint is off); the checkpointer task does, soon after."""
+    db_path = tmp_path / "db.sqlite3"
+    async with store_at(db_path) as store:
+        store.checkpoint_delay = 3.0
+        size_before = os.path.getsize(db_path)
+        jobs = [NewJob(name=f"j{i}", cluster="c", workdir="/w/{id}", spec={"argv": ["x" * 200, str(i)]})
+                for i in range(5000)]  # fmt: skip
+        await store.create_jobs(jobs)
+        assert os.path.getsize(db_path) == size_before, "the commit checkpointed the WAL itself"
+        assert os.path.getsize(f"{db_path}-wal") > 1_000_000
+        deadline = time.monotonic() + 30
+        while os.path.getsize(db_path) <= size_before + 1_000_000:
+            assert time.monotonic() < deadline, "the WAL was never checkpointed"
+            await anyio.sleep(0.2)
