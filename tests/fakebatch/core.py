@@ -375,7 +375,10 @@ class FakeHead:
                 if result is not None:
                     job.update(result)
                 elif job["pid"] is not None and not _alive(job["pid"]):
-                    if (self.home / f"cancelled.{job['seq']}").exists():
+                    late = self._runner_result(job)  # it may have finished since we looked
+                    if late is not None:
+                        job.update(late)
+                    elif (self.home / f"cancelled.{job['seq']}").exists():
                         # cancelled before its runner could catch the signal
                         job.update(state="done", exit_code=143, end_reason="cancelled", end_time=now)
                     else:
@@ -445,6 +448,10 @@ class FakeHead:
                 stdout=out,
                 stderr=err,
             )
+        if (self.home / f"cancelled.{job['seq']}").exists():
+            # the cancel's signal reached us before the child existed (cancel() writes the
+            # marker before it signals, so checking after the spawn closes the window)
+            child.send_signal(signal.SIGTERM)
         end_reason = "exited"
         if node_fail:
             time.sleep(0.2)
