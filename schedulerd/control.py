@@ -433,14 +433,13 @@ async def clusters_check(conn: Connection, params: P.Params) -> Any:
 
 async def clusters_drain(conn: Connection, params: P.Params) -> Any:
     worker = _worker(conn.ctx, params)
-    worker.draining = True
+    await worker.set_drained(True)
     return worker.status()
 
 
 async def clusters_resume(conn: Connection, params: P.Params) -> Any:
     worker = _worker(conn.ctx, params)
-    worker.draining = False
-    worker.poke()
+    await worker.set_drained(False)
     return worker.status()
 
 

@@ -35,7 +35,7 @@ from schedulerd.drivers.local import LocalDriver
 from schedulerd.drivers.ssh import SSHOptions, SSHTransport
 from schedulerd.drivers.transport import LocalTransport, Transport
 from schedulerd.errors import ConfigError, SchedulerdError
-from schedulerd.scheduler import ClusterWorker
+from schedulerd.scheduler import ClusterWorker, drained_key
 from schedulerd.state.store import open_store
 
 log = structlog.get_logger("schedulerd")
@@ -170,9 +170,11 @@ async def _run_locked(
     try:
         async with anyio.create_task_group() as root:
             await root.start(store.run_writer)
+            remembered = await store.settings()
             async with anyio.create_task_group() as work:
                 for name, cluster in settings.clusters.items():
                     workers[name] = ClusterWorker(cluster, settings, store, create_driver(cluster))
+                    workers[name].drained = remembered.get(drained_key(name)) is True
                     work.start_soon(workers[name].run)
                 await work.start(
                     functools.partial(
@@ -259,15 +261,21 @@ def apply_reload(
     for name, cluster in kept.clusters.items():
         if name in workers:
             workers[name].reconfigure(cluster, kept)
-            workers[name].draining = False
+            workers[name].removed = False  # an operator's drain stays
         else:
+            # new to this run (or back in the config): an operator's earlier drain holds
             workers[name] = ClusterWorker(cluster, kept, store, create_driver(cluster))
-            tg.start_soon(workers[name].run)
+            tg.start_soon(_start_worker, workers[name], store)
     for name, worker in workers.items():
         if name not in kept.clusters:
             # jobs already there are still watched; nothing new goes to it
-            worker.draining = True
+            worker.removed = True
     log.info("config_reloaded", clusters=sorted(kept.clusters), max_active=kept.max_active)
+
+
+async def _start_worker(worker: ClusterWorker, store: Any) -> None:
+    worker.drained = (await store.settings()).get(drained_key(worker.name)) is True
+    await worker.run()
 
 
 def configure_logging(level: str = "info", *, json_logs: bool | None = None) -> None:

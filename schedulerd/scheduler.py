@@ -114,6 +114,11 @@ def observation_change(job: Job, obs: Observation, now: float) -> Change | None:
     )
 
 
+def drained_key(cluster: str) -> str:
+    """The settings key that remembers an operator's ``clusters.drain``."""
+    return f"cluster.{cluster}.drained"
+
+
 class ClusterWorker:
     def __init__(
         self, config: ClusterConfig, settings: Settings, store: Store, driver: Driver
@@ -123,7 +128,8 @@ class ClusterWorker:
         self.store = store
         self.driver = driver
         self.name = config.name
-        self.draining = False
+        self.drained = False  # by an operator (clusters.drain); persisted in the store
+        self.removed = False  # gone from the config at a reload: watched, never fed
         self.foreign_jobs = 0
         self.last_poll: float | None = None
         self.last_error: str | None = None
@@ -181,6 +187,17 @@ class ClusterWorker:
             return
 
     # --- submitting ---------------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self.drained or self.removed
+
+    async def set_drained(self, drained: bool) -> None:
+        """Drain or resume; remembered across restarts and reloads."""
+        await self.store.set_setting(drained_key(self.name), drained)
+        self.drained = drained
+        if not drained:
+            self.poke()
 
     def _slots(self) -> int:
         return max(0, self.config.max_jobs - self.foreign_jobs)
