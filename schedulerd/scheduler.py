@@ -38,6 +38,10 @@ PHASE_TO_STATE = {
 #: an attempt that ended in one of these on the head has its outputs fetched
 STAGE_OUT_STATES = frozenset({State.COMPLETED, State.FAILED, State.TIMEOUT})
 STAGING_CONCURRENCY = 8
+# pause of the submit loop after a round whose every job the head refused for a
+# passing reason: 30 s, doubling each further such round, at most 10 min
+SUBMIT_PAUSE_BASE = 30.0
+SUBMIT_PAUSE_MAX = 600.0
 
 
 def job_request(job: Job) -> JobRequest:
@@ -134,6 +138,11 @@ class ClusterWorker:
         self.last_poll: float | None = None
         self.last_error: str | None = None
         self._poll_now = anyio.Event()
+        # rounds in a row whose every job the head refused for a passing reason
+        self._refused_rounds = 0
+        self._retry_now = anyio.Event()
+        self.submit_paused_until: float | None = None
+        self.last_refusal: str | None = None
         # Invariant 5 counts this user's jobs that we did not submit: nothing is submitted
         # before the first poll has told us how many there are.
         self._first_poll = anyio.Event()
@@ -197,6 +206,10 @@ class ClusterWorker:
         await self.store.set_setting(drained_key(self.name), drained)
         self.drained = drained
         if not drained:
+            # resume also means "try now": it ends a pause after refused submits
+            self._refused_rounds = 0
+            self._retry_now.set()
+            self._retry_now = anyio.Event()
             self.poke()
 
     def _slots(self) -> int:
@@ -216,6 +229,20 @@ class ClusterWorker:
                     await anyio.sleep(min(30.0, self.config.poll_interval * 5))
                     await self.reconcile()
                     continue
+            if self._refused_rounds:
+                # The head refused every job of the last round for a reason that should
+                # pass (per-user limit, busy server). Ask again after a pause instead of
+                # going on with the next ready jobs at once: a head that keeps refusing
+                # (a QOS limit that never lifts) sees one batch per pause, not thousands
+                # of submit commands every 30 s.
+                pause = min(SUBMIT_PAUSE_MAX, SUBMIT_PAUSE_BASE * 2 ** (self._refused_rounds - 1))
+                self._log.warning("head_refusing_submits", rounds=self._refused_rounds,
+                                  pause=pause, error=self.last_refusal)  # fmt: skip
+                self.submit_paused_until = time.time() + pause
+                with anyio.move_on_after(pause):
+                    await self._retry_now.wait()
+                self.submit_paused_until = None
+                continue
             if submitted:
                 self._poll_now.set()
                 continue
@@ -299,6 +326,11 @@ class ClusterWorker:
 
     async def _record_submits(self, claimed: Sequence[Job], results: Sequence[SubmitResult]) -> None:
         now = time.time()
+        if results and all(r.native_id is None and r.transient for r in results):
+            self._refused_rounds += 1
+            self.last_refusal = results[0].error
+        elif any(r.native_id is not None for r in results):
+            self._refused_rounds = 0
         changes = []
         for job, result in zip(claimed, results, strict=True):
             if result.native_id is not None:
@@ -442,5 +474,7 @@ class ClusterWorker:
             "draining": self.draining,
             "last_poll": self.last_poll,
             "last_error": self.last_error,
+            "submit_paused_until": self.submit_paused_until,
+            "last_refusal": self.last_refusal,
             "poll_interval": self.config.poll_interval,
         }
