@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 from schedulerd.config import load_settings
-from tests.fakebatch.core import FakeHead
+from tests.fakebatch.core import FakeHead, gated
 from tests.harness import AsyncClient, DaemonHandle, RpcError, running_daemon, wait_terminal
 from tests.sshserver import SSHTestServer, running_ssh_server
 
@@ -182,13 +182,25 @@ async def test_connection_killed_mid_poll_loses_nothing(tmp_path: Path, system: 
 
 @pytest.mark.parametrize("system", SYSTEMS)
 async def test_unreachable_head_leaves_job_states_alone(tmp_path: Path, system: str) -> None:
+    gate = tmp_path / "gate"
     async with fake_cluster(tmp_path, system) as c:
-        jid = await submit(c.client, ["sh", "-c", "sleep 3"])
+        # gated: it cannot end before the head is unreachable, however slow the machine
+        jid = await submit(c.client, list(gated(gate)))
         await wait_state(c.client, jid, {"running"})
         c.server.pause()
         await c.server.drop_connections()
         before = await c.client.call("job.get", {"id": jid})
-        await anyio.sleep(4)  # the job ends meanwhile; nobody can tell us
+        gate.touch()  # the job ends meanwhile; nobody can tell us
+        deadline = time.monotonic() + 30
+        while not any(j["state"] == "done" for j in c.head.jobs()):
+            assert time.monotonic() < deadline, "the job did not end on the head"
+            await anyio.sleep(0.1)
+        # the daemon tried the head again after the job ended, and was turned away
+        rejected = c.server.rejected_connections
+        deadline = time.monotonic() + 30
+        while c.server.rejected_connections == rejected:
+            assert time.monotonic() < deadline, "the daemon stopped trying the head"
+            await anyio.sleep(0.1)
         during = await c.client.call("job.get", {"id": jid})
         assert during["state"] == before["state"] == "running"
         assert during["version"] == before["version"]

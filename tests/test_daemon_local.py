@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from tests.harness import RpcError, local_settings, running_daemon, wait_terminal
@@ -56,27 +58,45 @@ async def test_after_runs_in_order_and_skips_on_failure(tmp_path: Path) -> None:
         await client.aclose()
 
 
+def _proc_start(pid: int) -> str | None:
+    """The process's start time (/proc/PID/stat field 22), or None once it is gone or a
+    zombie: with the start time a reused pid is not taken for the same process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after "pid (comm)": state is fields[0]
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
 async def test_cancel_running_kills_process_group(tmp_path: Path) -> None:
-    marker = tmp_path / "grandchild-alive"
+    marker, pid_file = tmp_path / "grandchild-alive", tmp_path / "grandchild.pid"
     async with running_daemon(local_settings(tmp_path)) as d:
         client = await d.client()
-        script = f"sh -c 'sleep 3; touch {marker}' & sleep 30"
+        # the grandchild says who it is, then sleeps far longer than any cancel can take
+        tell = f"echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}"
+        script = f"sh -c '{tell}; sleep 20; touch {marker}' & sleep 60"
         res = await client.call("job.submit", {"job": {"argv": ["sh", "-c", script]}})
-        for _ in range(100):
+        deadline = time.monotonic() + 30
+        while True:
             job = await client.call("job.get", {"id": res["id"]})
-            if job["state"] == "running":
+            if job["state"] == "running" and pid_file.exists():
                 break
-            import anyio
-
+            assert time.monotonic() < deadline, (job["state"], pid_file.exists())
             await anyio.sleep(0.1)
-        assert job["state"] == "running"
+        pid = int(pid_file.read_text())
+        started = _proc_start(pid)
+        assert started is not None, "the grandchild is not running"
         out = await client.call("job.cancel", {"id": res["id"]})
         assert out["jobs"][0]["state"] == "cancelled"
         with pytest.raises(RpcError) as err:
             await client.call("job.cancel", {"id": res["id"]})
         assert err.value.code == -32002
-        import anyio
-
-        await anyio.sleep(4)
+        # wait for the grandchild itself, not for a time; had the cancel missed it, it would
+        # outlive the deadline or wake after 20 s and touch the marker: both fail
+        deadline = time.monotonic() + 30
+        while _proc_start(pid) == started:
+            assert time.monotonic() < deadline, "the job's process group outlived the cancel"
+            await anyio.sleep(0.1)
         assert not marker.exists(), "the job's process group outlived the cancel"
         await client.aclose()

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from schedulerd.config import load_settings
@@ -21,11 +22,19 @@ def _config(path: Path, max_jobs: int) -> None:
     path.write_text(f'[clusters.local]\nscheduler = "local"\nmax_jobs = {max_jobs}\npoll_interval = "0.2s"\n')
 
 
+async def _wait_logged(log: Path, event: str, *, within: float = 30.0) -> None:
+    """Wait until the daemon's log has `event`: proof that a signal was handled."""
+    deadline = time.monotonic() + within
+    while f'"event": "{event}"' not in await anyio.Path(log).read_text():
+        assert time.monotonic() < deadline, f"{event} was never logged"
+        await anyio.sleep(0.05)
+
+
 async def test_sd_notify_ready_reload_and_stopping(tmp_path: Path) -> None:
     notify = tmp_path / "notify.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify))
-    listener.settimeout(20)
+    listener.settimeout(60)
     config = tmp_path / "sd.toml"
     _config(config, 3)
     sock = tmp_path / "sd.sock"
@@ -39,25 +48,26 @@ async def test_sd_notify_ready_reload_and_stopping(tmp_path: Path) -> None:
     try:
         ready = listener.recv(4096).decode()
         assert "READY=1" in ready
-        wait_for_socket(sock, proc)  # READY=1 only once the socket is bound
+        wait_for_socket(sock, proc, timeout=60)  # READY=1 only once the socket is bound
         client = await AsyncClient.connect(sock)
         info = await client.call("daemon.info")
         assert info["clusters"][0]["max_jobs"] == 3
         # SIGHUP re-reads limits and clusters; a broken file changes nothing
         config.write_text("[clusters.local\n")
         proc.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
+        # the broken file must have been read before it is rewritten below
+        await _wait_logged(tmp_path / "daemon.log", "reload_failed")
         assert (await client.call("daemon.info"))["clusters"][0]["max_jobs"] == 3
         _config(config, 7)
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while (await client.call("daemon.info"))["clusters"][0]["max_jobs"] != 7:
             assert time.monotonic() < deadline, "SIGHUP did not reload the config"
-            time.sleep(0.1)
+            await anyio.sleep(0.1)
         await client.aclose()
         proc.send_signal(signal.SIGTERM)
         assert "STOPPING=1" in listener.recv(4096).decode()
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=60) == 0
         assert not sock.exists(), "the socket file outlived the daemon"
     finally:
         if proc.poll() is None:

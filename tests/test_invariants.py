@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.fakebatch.core import gated
 from tests.harness import (
     AsyncClient,
     daemon_process,
@@ -65,6 +66,7 @@ async def test_acknowledged_job_is_committed_before_the_reply(tmp_path: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # two daemon starts, up to 90 s of waiting, on a loaded machine
 async def test_sigkill_restart_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
     """Invariant 3 (and the issue's acceptance check): 200 jobs, daemon SIGKILLed while
     they run, started again: all complete, each ran exactly once, events gap-free."""
@@ -123,18 +125,24 @@ async def test_sigkill_restart_loses_nothing_and_runs_nothing_twice(tmp_path: Pa
 async def test_graceful_restart_keeps_running_jobs(tmp_path: Path) -> None:
     """Invariant 3 with SIGTERM: stopping the daemon never kills local jobs."""
     settings = local_settings(tmp_path)
-    marker = tmp_path / "finished"
+    marker, gate = tmp_path / "finished", tmp_path / "gate"
+    # the job waits for the gate, so it is certainly still running when the daemon stops
+    argv = list(gated(gate, f"touch {marker}"))
     async with running_daemon(settings) as d:
         client = await d.client()
-        jid = (await client.call("job.submit", {"job": {"argv": ["sh", "-c", f"sleep 2; touch {marker}"]}}))["id"]
-        for _ in range(50):
-            if (await client.call("job.get", {"id": jid}))["state"] == "running":
-                break
+        jid = (await client.call("job.submit", {"job": {"argv": argv}}))["id"]
+        deadline = time.monotonic() + 30
+        while (await client.call("job.get", {"id": jid}))["state"] != "running":
+            assert time.monotonic() < deadline, "the job never started"
             await anyio.sleep(0.1)
         await client.aclose()
     assert not marker.exists()
-    await anyio.sleep(2.5)
-    assert marker.exists(), "the job died with the daemon"
+    gate.touch()
+    # only a job that survived the daemon's stop can see the gate and write the marker
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the job died with the daemon"
+        await anyio.sleep(0.1)
     async with running_daemon(settings) as d:
         client = await d.client()
         job = (await wait_terminal(client, [jid]))[jid]

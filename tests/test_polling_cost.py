@@ -225,6 +225,7 @@ def _check_observations(result: Any, expected: dict[str, tuple[Phase, int | None
     assert set(observations) == set(expected)
 
 
+@pytest.mark.timeout(600)  # ~10 s here; far slower on a loaded, shared CI machine
 @pytest.mark.parametrize("system", SYSTEMS)
 async def test_one_poll_of_5000_jobs_is_a_constant_number_of_commands(
     tmp_path: Path, system: str
@@ -278,6 +279,7 @@ async def test_one_poll_of_5000_jobs_is_a_constant_number_of_commands(
             await driver.aclose()
 
 
+@pytest.mark.timeout(600)  # ~10 s here; far slower on a loaded, shared CI machine
 async def test_5000_jobs_leaving_the_queue_at_once_are_settled_by_exit_files(
     tmp_path: Path,
 ) -> None:
@@ -301,6 +303,7 @@ async def test_5000_jobs_leaving_the_queue_at_once_are_settled_by_exit_files(
             await driver.aclose()
 
 
+@pytest.mark.timeout(600)  # ~10 s here; far slower on a loaded, shared CI machine
 @pytest.mark.parametrize("system", ["pbspro", "torque"])
 async def test_12000_ids_on_a_head_that_takes_ids_fit_in_one_command(tmp_path: Path, system: str) -> None:
     """PBS/Torque status commands take our ids as arguments; 12,000 of them exceed what

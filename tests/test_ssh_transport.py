@@ -37,7 +37,7 @@ TRICKY_ARGS = [
 ]
 
 
-async def eventually(predicate: Callable[[], bool], *, within: float = 5.0) -> None:
+async def eventually(predicate: Callable[[], bool], *, within: float = 30.0) -> None:
     with anyio.fail_after(within):
         while not predicate():
             await anyio.sleep(0.01)
@@ -102,10 +102,12 @@ async def test_quoted_arguments_come_back_unchanged(tmp_path: Path) -> None:
 async def test_timeout_closes_the_channel_and_the_connection_stays_usable(tmp_path: Path) -> None:
     async with running_ssh_server(tmp_path) as server:
         async with SSHTransport(server.options(max_channels=1)) as transport:
+            await transport.run("true")  # connect first: the clock covers the command only
             started = time.monotonic()
             with pytest.raises(TransportError, match=r"timed out after 0\.5s: sleep 30"):
                 await transport.run("sleep 30", timeout=0.5)
-            assert time.monotonic() - started < 3
+            # generous for a loaded machine, far below the 30 s of waiting for the command
+            assert time.monotonic() - started < 15
             await eventually(lambda: server.active_sessions == 0)  # the remote child was killed
             # the only channel slot was given back and the same connection still works
             assert (await transport.run("echo still here")).stdout == "still here\n"
@@ -190,14 +192,16 @@ async def test_connection_lost_mid_command_raises_and_the_next_call_reconnects(
 
 async def test_unreachable_head_fails_fast_and_backs_off(tmp_path: Path) -> None:
     async with running_ssh_server(tmp_path) as server:
-        options = server.options(backoff_initial=1.0, backoff_max=1.0)
+        # a backoff window of at least 3 s, so the second call surely lands inside it; a
+        # long connect timeout, so failing fast is told apart from waiting it out
+        options = server.options(backoff_initial=6.0, backoff_max=6.0, connect_timeout=60.0)
         async with SSHTransport(options) as transport:
             server.pause()
             with capture_logs() as logs:
                 started = time.monotonic()
                 with pytest.raises(TransportError, match=r"127\.0\.0\.1") as first:
                     await transport.run("echo hi")
-                assert time.monotonic() - started < 2
+                assert time.monotonic() - started < 10
                 assert first.value.transient
                 assert transport.last_error is not None
                 assert transport.available_at > time.monotonic()
@@ -209,7 +213,7 @@ async def test_unreachable_head_fails_fast_and_backs_off(tmp_path: Path) -> None
             assert server.rejected_connections == 1
 
             server.resume()
-            await anyio.sleep(max(0.0, transport.available_at - time.monotonic()))
+            await anyio.sleep(max(0.0, transport.available_at - time.monotonic()) + 0.05)
             assert (await transport.run("echo hi")).stdout == "hi\n"
             assert transport.last_error is None
             assert transport.available_at == 0.0
@@ -220,31 +224,37 @@ async def test_backoff_grows_between_failed_attempts(tmp_path: Path) -> None:
         options = server.options(backoff_initial=0.2, backoff_max=0.8)
         async with SSHTransport(options) as transport:
             server.pause()
-            waits = []
+            # the delay is drawn between `before` and `after`, so available_at - before is
+            # at least the delay and available_at - after at most: a stall cannot break them
+            bounds: list[tuple[float, float]] = []
             for _ in range(4):
+                before = time.monotonic()
                 with pytest.raises(TransportError):
                     await transport.run("true")
-                wait = transport.available_at - time.monotonic()
-                waits.append(wait)
-                await anyio.sleep(wait)
-            # jittered into [base/2, base] with base 0.2, 0.4, 0.8, 0.8 (capped)
-            assert 0.05 < waits[0] <= 0.2
-            assert 0.15 < waits[1] <= 0.4
-            assert 0.35 < waits[2] <= 0.8
-            assert 0.35 < waits[3] <= 0.8
+                after = time.monotonic()
+                bounds.append((transport.available_at - after, transport.available_at - before))
+                # a little past the window, so the next call really attempts a connection
+                await anyio.sleep(max(0.0, transport.available_at - time.monotonic()) + 0.01)
+            # jittered into [base/2, base] (drivers/ssh.py: uniform(base / 2, base)) with
+            # base 0.2, 0.4, 0.8, 0.8 (capped): the ranges exclude a delay that did not grow
+            eps = 1e-6
+            for (low, high), base in zip(bounds, (0.2, 0.4, 0.8, 0.8), strict=True):
+                assert high >= base / 2 - eps, (bounds, base)
+                assert low <= base + eps, (bounds, base)
             assert server.rejected_connections == 4
 
 
 async def test_connection_attempts_are_rate_limited(tmp_path: Path) -> None:
     async with (
         running_ssh_server(tmp_path) as server,
-        SSHTransport(server.options(min_connect_interval=0.5)) as transport,
+        SSHTransport(server.options(min_connect_interval=2.0)) as transport,
     ):
-        await transport.run("true")
-        await server.drop_connections()
+        # the limit counts from the first attempt, which starts after `started`
         started = time.monotonic()
         await transport.run("true")
-        assert time.monotonic() - started >= 0.4
+        await server.drop_connections()
+        await transport.run("true")
+        assert time.monotonic() - started >= 2.0 - 0.01  # slack: timer rounding only
         assert server.connection_count == 2
 
 
@@ -398,7 +408,8 @@ async def test_sshd_commands(tmp_path: Path) -> None:
                 started = time.monotonic()
                 with pytest.raises(TransportError, match="timed out"):
                     await transport.run(f"echo $$ > {pid_file}; exec sleep 30", timeout=0.5)
-                assert time.monotonic() - started < 5
+                # the channel close grace (2 s) and load, far below the command's 30 s
+                assert time.monotonic() - started < 15
                 assert (await transport.run("echo after")).stdout == "after\n"
                 assert transport.connected
             finally:

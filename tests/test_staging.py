@@ -19,6 +19,7 @@ import anyio
 import pytest
 
 from schedulerd.drivers import staging
+from tests.fakebatch.core import gated
 from tests.harness import RpcError, local_settings, running_daemon, wait_terminal
 from tests.test_conformance import fake_cluster
 
@@ -184,14 +185,16 @@ async def test_bad_inputs_rejected_and_nothing_created(tmp_path: Path) -> None:
 
 
 async def test_input_gone_before_submit_fails_the_job(tmp_path: Path) -> None:
-    source = tmp_path / "input.txt"
+    source, gate = tmp_path / "input.txt", tmp_path / "gate"
     source.write_text("x")
     async with running_daemon(local_settings(tmp_path)) as d:
         client = await d.client()
-        parent = await client.call("job.submit", {"job": {"argv": ["sleep", "1"]}})
+        # the parent holds the child back until the input is gone, however slow the machine
+        parent = await client.call("job.submit", {"job": {"argv": list(gated(gate))}})
         child = await client.call("job.submit", {"job": {
             "argv": ["cat", "input.txt"], "inputs": [str(source)], "after": [parent["id"]]}})  # fmt: skip
         source.unlink()
+        gate.touch()
         jobs = await wait_terminal(client, [parent["id"], child["id"]])
         job = jobs[child["id"]]
         assert job["state"] == "failed"
