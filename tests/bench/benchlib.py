@@ -86,6 +86,23 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return rss, hwm
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, from /proc/<pid>/stat.
+
+    On a shared VM the wall clock also counts the time the host gave to others; CPU
+    time mostly does not, so it tells a slower daemon from a busier machine."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to other guests (all CPUs), from /proc/stat."""
+    with open("/proc/stat") as fh:
+        fields = fh.readline().split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 @dataclass
 class DaemonRun:
     proc: subprocess.Popen[bytes]
