@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -19,7 +20,7 @@ import math
 import operator
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -236,7 +237,7 @@ class Store:
             try:
                 # PASSIVE never blocks the writer or the readers; what it cannot copy now
                 # (frames a reader still needs) the next round copies
-                await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error as exc:
                 log.warning("store_checkpoint_failed", error=str(exc))
 
@@ -355,7 +356,7 @@ class Store:
                         + (" ..." if len(missing) > 10 else ""),
                         data={"missing": missing[:100]},
                     )
-                async with db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs") as cur:
+                async with _query(db, "SELECT COALESCE(MAX(id), 0) FROM jobs") as cur:
                     row = await cur.fetchone()
                 first_id = int(row[0]) + 1 if row else 1
                 ids = list(range(first_id, first_id + count))
@@ -638,7 +639,7 @@ class Store:
             free = min(free, limit)
             if free <= 0:
                 return []
-            async with db.execute(
+            async with _query(db, 
                 f"{_SELECT_JOB} WHERE cluster = ? AND state = 'ready'"
                 " AND (not_before IS NULL OR not_before <= ?) ORDER BY id LIMIT ?",
                 (cluster, now, free),
@@ -680,7 +681,7 @@ class Store:
     # --- reads -------------------------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job:
-        async with self._reader.execute(f"{_SELECT_JOB} WHERE id = ?", (job_id,)) as cur:
+        async with _query(self._reader, f"{_SELECT_JOB} WHERE id = ?", (job_id,)) as cur:
             row = await cur.fetchone()
         if row is None:
             raise JobNotFound(f"no job with id {job_id}")
@@ -711,13 +712,13 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
-        async with self._reader.execute(sql, args) as cur:
+        async with _query(self._reader, sql, args) as cur:
             rows = await cur.fetchall()
         return [Job.from_row(r) for r in rows]
 
     async def jobs_in_states(self, cluster: str, states: Iterable[State]) -> list[Job]:
         wanted = [s.value for s in states]
-        async with self._reader.execute(
+        async with _query(self._reader, 
             f"{_SELECT_JOB} WHERE cluster = ? AND state IN ({', '.join('?' * len(wanted))})"
             " ORDER BY id",
             (cluster, *wanted),
@@ -726,14 +727,14 @@ class Store:
         return [Job.from_row(r) for r in rows]
 
     async def kill_pending(self, cluster: str) -> list[Job]:
-        async with self._reader.execute(
+        async with _query(self._reader, 
             f"{_SELECT_JOB} WHERE cluster = ? AND kill_pending = 1 ORDER BY id", (cluster,)
         ) as cur:
             rows = await cur.fetchall()
         return [Job.from_row(r) for r in rows]
 
     async def next_not_before(self, cluster: str) -> float | None:
-        async with self._reader.execute(
+        async with _query(self._reader, 
             "SELECT MIN(not_before) FROM jobs"
             " WHERE cluster = ? AND state = 'ready' AND not_before IS NOT NULL",
             (cluster,),
@@ -756,27 +757,50 @@ class Store:
         else:
             sql = f"{_SELECT_EVENT} WHERE id > ? ORDER BY id LIMIT ?"
             args = (cursor, limit)
-        async with self._reader.execute(sql, args) as cur:
+        async with _query(self._reader, sql, args) as cur:
             rows = await cur.fetchall()
         return [Event.from_row(r) for r in rows]
 
     async def last_event_id(self) -> int:
-        async with self._reader.execute("SELECT COALESCE(MAX(id), 0) FROM events") as cur:
+        async with _query(self._reader, "SELECT COALESCE(MAX(id), 0) FROM events") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
     async def count_by_state(self) -> dict[str, int]:
-        async with self._reader.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as cur:
+        async with _query(self._reader, "SELECT state, COUNT(*) FROM jobs GROUP BY state") as cur:
             rows = await cur.fetchall()
         return {str(s): int(n) for s, n in rows}
 
     async def settings(self) -> dict[str, Any]:
-        async with self._reader.execute("SELECT key, value FROM settings") as cur:
+        async with _query(self._reader, "SELECT key, value FROM settings") as cur:
             rows = await cur.fetchall()
         return {str(k): json.loads(v) for k, v in rows}
 
 
 _encode = msgspec.json.Encoder().encode
+
+
+class _Rows:
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    async def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    async def fetchall(self) -> list[Any]:
+        return self.rows
+
+
+@contextlib.asynccontextmanager
+async def _query(db: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> AsyncIterator[_Rows]:
+    """Run a query and read all of its rows in ONE call on the connection's thread.
+
+    With an aiosqlite cursor read in several awaits, a task cancelled in between (a
+    client that hung up mid-request, an unsubscribe, a timeout) left the statement open
+    until the garbage collector found the cursor, and with it a read transaction: the
+    connection went on seeing the database as it was, and a job acknowledged on the
+    socket was "not found" by the next request (seen once in CI)."""
+    yield _Rows(list(await db.execute_fetchall(sql, args)))
 
 
 def _creation_rows(
@@ -890,7 +914,7 @@ def _fresh_attempt(attempt: int, not_before: float | None) -> dict[str, Any]:
 
 
 async def _count(db: aiosqlite.Connection, where: str, args: tuple[Any, ...]) -> int:
-    async with db.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", args) as cur:
+    async with _query(db, f"SELECT COUNT(*) FROM jobs WHERE {where}", args) as cur:
         row = await cur.fetchone()
     return int(row[0]) if row else 0
 
@@ -903,7 +927,7 @@ def _chunks(values: list[int]) -> Iterable[list[int]]:
 async def _jobs_by_id(db: aiosqlite.Connection, ids: list[int]) -> dict[int, Job]:
     found: dict[int, Job] = {}
     for chunk in _chunks(sorted(set(ids))):
-        async with db.execute(
+        async with _query(db, 
             f"{_SELECT_JOB} WHERE id IN ({', '.join('?' * len(chunk))})", chunk
         ) as cur:
             for row in await cur.fetchall():
@@ -915,7 +939,7 @@ async def _jobs_by_id(db: aiosqlite.Connection, ids: list[int]) -> dict[int, Job
 async def _states_of(db: aiosqlite.Connection, ids: Sequence[int]) -> dict[int, State]:
     found: dict[int, State] = {}
     for chunk in _chunks(sorted(set(ids))):
-        async with db.execute(
+        async with _query(db, 
             f"SELECT id, state FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})", chunk
         ) as cur:
             for jid, state in await cur.fetchall():
@@ -926,7 +950,7 @@ async def _states_of(db: aiosqlite.Connection, ids: Sequence[int]) -> dict[int, 
 async def _children_of(db: aiosqlite.Connection, ids: list[int]) -> list[tuple[int, int]]:
     pairs: list[tuple[int, int]] = []
     for chunk in _chunks(sorted(set(ids))):
-        async with db.execute(
+        async with _query(db, 
             f"SELECT parent, child FROM deps WHERE parent IN ({', '.join('?' * len(chunk))})",
             chunk,
         ) as cur:
@@ -935,7 +959,7 @@ async def _children_of(db: aiosqlite.Connection, ids: list[int]) -> list[tuple[i
 
 
 async def _parents_of(db: aiosqlite.Connection, job_id: int) -> list[int]:
-    async with db.execute("SELECT parent FROM deps WHERE child = ?", (job_id,)) as cur:
+    async with _query(db, "SELECT parent FROM deps WHERE child = ?", (job_id,)) as cur:
         return [int(r[0]) for r in await cur.fetchall()]
 
 
@@ -952,7 +976,9 @@ async def open_store(path: str | Path) -> Store:
         await writer.execute("PRAGMA busy_timeout=5000")
         await writer.execute("PRAGMA wal_autocheckpoint=0")  # Store._checkpoint_loop does it
         try:  # jobs are created through json_each (see _creation_rows)
-            await writer.execute("SELECT json_object('a', json_extract(value, '$[0]')) FROM json_each('[[1]]')")
+            await writer.execute_fetchall(
+                "SELECT json_object('a', json_extract(value, '$[0]')) FROM json_each('[[1]]')"
+            )
         except sqlite3.OperationalError as exc:
             raise SchedulerdError(
                 f"this Python's SQLite {sqlite3.sqlite_version} lacks the JSON functions"
@@ -974,7 +1000,7 @@ async def open_store(path: str | Path) -> Store:
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:
-    async with db.execute("PRAGMA user_version") as cur:
+    async with _query(db, "PRAGMA user_version") as cur:
         row = await cur.fetchone()
     version = int(row[0]) if row else 0
     if version > SCHEMA_VERSION:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schedulerd.state.machine import State
-from schedulerd.state.store import NewJob, Store, open_store
+from schedulerd.state.store import JobFilter, NewJob, Store, open_store
 
 
 @asynccontextmanager
@@ -173,3 +173,21 @@ async def test_wal_is_checkpointed_after_the_commit_not_inside_it(tmp_path: Path
         while os.path.getsize(db_path) <= size_before + 1_000_000:
             assert time.monotonic() < deadline, "the WAL was never checkpointed"
             await anyio.sleep(0.2)
+
+
+async def test_a_cancelled_read_does_not_freeze_what_later_reads_see(tmp_path: Path) -> None:
+    """A read whose caller is cancelled half-way (a client hanging up mid-request) must
+    not leave the read connection inside an old snapshot: the next reads see every
+    later commit."""
+    async with store_at(tmp_path / "db.sqlite3") as store:
+        job = NewJob(name="j", cluster="c", workdir="/w/{id}", spec={"argv": ["x"]})
+        await store.create_jobs([job] * 3000)
+        for delay in (0, 0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05):
+            with anyio.move_on_after(delay):
+                await store.list_jobs(JobFilter(), before_id=None, limit=3000)
+            with anyio.move_on_after(delay):
+                await store.events_since(0, limit=3000)
+            (new,) = await store.create_jobs([job])
+            assert (await store.get_job(new)).id == new
+            assert (await store.list_jobs(JobFilter(), before_id=None, limit=1))[0].id == new
+        assert (await store.count_by_state())["ready"] == 3000 + 10
