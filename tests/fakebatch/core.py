@@ -434,6 +434,11 @@ class FakeHead:
         # A cancel signals our whole process group: survive it to record the outcome.
         signal.signal(signal.SIGTERM, lambda *_: None)
         job = self.job(native_id)
+        if job["pid"] != os.getpid():
+            # The command that started us was killed (its SSH connection dropped) before
+            # it recorded us, so the job is still queued and the next command starts it
+            # again: that runner owns it. A real batch server never loses this record.
+            return
         env = dict(os.environ)
         env.update(job["extra"].get("env", {}))
         stdout_path = job["stdout"] or os.path.join(job["workdir"], f"{job['name']}.o{job['seq']}")
