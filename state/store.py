@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -20,7 +19,7 @@ import math
 import operator
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -356,8 +355,7 @@ class Store:
                         + (" ..." if len(missing) > 10 else ""),
                         data={"missing": missing[:100]},
                     )
-                async with _query(db, "SELECT COALESCE(MAX(id), 0) FROM jobs") as cur:
-                    row = await cur.fetchone()
+                row = await _fetchone(db, "SELECT COALESCE(MAX(id), 0) FROM jobs")
                 first_id = int(row[0]) + 1 if row else 1
                 ids = list(range(first_id, first_id + count))
                 states: list[State] = []
@@ -639,12 +637,12 @@ class Store:
             free = min(free, limit)
             if free <= 0:
                 return []
-            async with _query(db, 
+            rows = await _fetchall(
+                db,
                 f"{_SELECT_JOB} WHERE cluster = ? AND state = 'ready'"
                 " AND (not_before IS NULL OR not_before <= ?) ORDER BY id LIMIT ?",
                 (cluster, now, free),
-            ) as cur:
-                rows = await cur.fetchall()
+            )
             claimed = []
             for row in rows:
                 job = Job.from_row(row)
@@ -681,8 +679,7 @@ class Store:
     # --- reads -------------------------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job:
-        async with _query(self._reader, f"{_SELECT_JOB} WHERE id = ?", (job_id,)) as cur:
-            row = await cur.fetchone()
+        row = await _fetchone(self._reader, f"{_SELECT_JOB} WHERE id = ?", (job_id,))
         if row is None:
             raise JobNotFound(f"no job with id {job_id}")
         return Job.from_row(row)
@@ -712,34 +709,33 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
-        async with _query(self._reader, sql, args) as cur:
-            rows = await cur.fetchall()
+        rows = await _fetchall(self._reader, sql, args)
         return [Job.from_row(r) for r in rows]
 
     async def jobs_in_states(self, cluster: str, states: Iterable[State]) -> list[Job]:
         wanted = [s.value for s in states]
-        async with _query(self._reader, 
+        rows = await _fetchall(
+            self._reader,
             f"{_SELECT_JOB} WHERE cluster = ? AND state IN ({', '.join('?' * len(wanted))})"
             " ORDER BY id",
             (cluster, *wanted),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [Job.from_row(r) for r in rows]
 
     async def kill_pending(self, cluster: str) -> list[Job]:
-        async with _query(self._reader, 
+        rows = await _fetchall(
+            self._reader,
             f"{_SELECT_JOB} WHERE cluster = ? AND kill_pending = 1 ORDER BY id", (cluster,)
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [Job.from_row(r) for r in rows]
 
     async def next_not_before(self, cluster: str) -> float | None:
-        async with _query(self._reader, 
+        row = await _fetchone(
+            self._reader,
             "SELECT MIN(not_before) FROM jobs"
             " WHERE cluster = ? AND state = 'ready' AND not_before IS NOT NULL",
             (cluster,),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return None if row is None or row[0] is None else float(row[0])
 
     async def parents(self, job_id: int) -> list[int]:
@@ -757,42 +753,26 @@ class Store:
         else:
             sql = f"{_SELECT_EVENT} WHERE id > ? ORDER BY id LIMIT ?"
             args = (cursor, limit)
-        async with _query(self._reader, sql, args) as cur:
-            rows = await cur.fetchall()
+        rows = await _fetchall(self._reader, sql, args)
         return [Event.from_row(r) for r in rows]
 
     async def last_event_id(self) -> int:
-        async with _query(self._reader, "SELECT COALESCE(MAX(id), 0) FROM events") as cur:
-            row = await cur.fetchone()
+        row = await _fetchone(self._reader, "SELECT COALESCE(MAX(id), 0) FROM events")
         return int(row[0]) if row else 0
 
     async def count_by_state(self) -> dict[str, int]:
-        async with _query(self._reader, "SELECT state, COUNT(*) FROM jobs GROUP BY state") as cur:
-            rows = await cur.fetchall()
+        rows = await _fetchall(self._reader, "SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {str(s): int(n) for s, n in rows}
 
     async def settings(self) -> dict[str, Any]:
-        async with _query(self._reader, "SELECT key, value FROM settings") as cur:
-            rows = await cur.fetchall()
+        rows = await _fetchall(self._reader, "SELECT key, value FROM settings")
         return {str(k): json.loads(v) for k, v in rows}
 
 
 _encode = msgspec.json.Encoder().encode
 
 
-class _Rows:
-    def __init__(self, rows: list[Any]) -> None:
-        self.rows = rows
-
-    async def fetchone(self) -> Any:
-        return self.rows[0] if self.rows else None
-
-    async def fetchall(self) -> list[Any]:
-        return self.rows
-
-
-@contextlib.asynccontextmanager
-async def _query(db: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> AsyncIterator[_Rows]:
+async def _fetchall(db: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> list[Any]:
     """Run a query and read all of its rows in ONE call on the connection's thread.
 
     With an aiosqlite cursor read in several awaits, a task cancelled in between (a
@@ -800,7 +780,13 @@ async def _query(db: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -
     until the garbage collector found the cursor, and with it a read transaction: the
     connection went on seeing the database as it was, and a job acknowledged on the
     socket was "not found" by the next request (seen once in CI)."""
-    yield _Rows(list(await db.execute_fetchall(sql, args)))
+    return list(await db.execute_fetchall(sql, args))
+
+
+async def _fetchone(db: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> Any:
+    """The first row of a query that returns at most one (see :func:`_fetchall`)."""
+    rows = await _fetchall(db, sql, args)
+    return rows[0] if rows else None
 
 
 def _creation_rows(
@@ -914,8 +900,7 @@ def _fresh_attempt(attempt: int, not_before: float | None) -> dict[str, Any]:
 
 
 async def _count(db: aiosqlite.Connection, where: str, args: tuple[Any, ...]) -> int:
-    async with _query(db, f"SELECT COUNT(*) FROM jobs WHERE {where}", args) as cur:
-        row = await cur.fetchone()
+    row = await _fetchone(db, f"SELECT COUNT(*) FROM jobs WHERE {where}", args)
     return int(row[0]) if row else 0
 
 
@@ -927,40 +912,39 @@ def _chunks(values: list[int]) -> Iterable[list[int]]:
 async def _jobs_by_id(db: aiosqlite.Connection, ids: list[int]) -> dict[int, Job]:
     found: dict[int, Job] = {}
     for chunk in _chunks(sorted(set(ids))):
-        async with _query(db, 
+        for row in await _fetchall(
+            db,
             f"{_SELECT_JOB} WHERE id IN ({', '.join('?' * len(chunk))})", chunk
-        ) as cur:
-            for row in await cur.fetchall():
-                job = Job.from_row(row)
-                found[job.id] = job
+        ):
+            job = Job.from_row(row)
+            found[job.id] = job
     return found
 
 
 async def _states_of(db: aiosqlite.Connection, ids: Sequence[int]) -> dict[int, State]:
     found: dict[int, State] = {}
     for chunk in _chunks(sorted(set(ids))):
-        async with _query(db, 
+        for jid, state in await _fetchall(
+            db,
             f"SELECT id, state FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})", chunk
-        ) as cur:
-            for jid, state in await cur.fetchall():
-                found[int(jid)] = State(state)
+        ):
+            found[int(jid)] = State(state)
     return found
 
 
 async def _children_of(db: aiosqlite.Connection, ids: list[int]) -> list[tuple[int, int]]:
     pairs: list[tuple[int, int]] = []
     for chunk in _chunks(sorted(set(ids))):
-        async with _query(db, 
-            f"SELECT parent, child FROM deps WHERE parent IN ({', '.join('?' * len(chunk))})",
-            chunk,
-        ) as cur:
-            pairs += [(int(p), int(c)) for p, c in await cur.fetchall()]
+        rows = await _fetchall(
+            db, f"SELECT parent, child FROM deps WHERE parent IN ({', '.join('?' * len(chunk))})", chunk
+        )
+        pairs += [(int(p), int(c)) for p, c in rows]
     return pairs
 
 
 async def _parents_of(db: aiosqlite.Connection, job_id: int) -> list[int]:
-    async with _query(db, "SELECT parent FROM deps WHERE child = ?", (job_id,)) as cur:
-        return [int(r[0]) for r in await cur.fetchall()]
+    rows = await _fetchall(db, "SELECT parent FROM deps WHERE child = ?", (job_id,))
+    return [int(r[0]) for r in rows]
 
 
 async def open_store(path: str | Path) -> Store:
@@ -1000,8 +984,7 @@ async def open_store(path: str | Path) -> Store:
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:
-    async with _query(db, "PRAGMA user_version") as cur:
-        row = await cur.fetchone()
+    row = await _fetchone(db, "PRAGMA user_version")
     version = int(row[0]) if row else 0
     if version > SCHEMA_VERSION:
         raise SchedulerdError(
