@@ -112,10 +112,10 @@ def write_config(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def local_settings(tmp_path: Path, *, slots: int = 4, extra: str = "") -> Settings:
-    config = write_config(
-        tmp_path,
-        f"""
+def local_config(*, slots: int = 4, top: str = "", extra: str = "") -> str:
+    """The tests' usual config: one quick-polling local cluster. ``top`` goes before the
+    cluster table (top-level keys), ``extra`` inside it."""
+    return f"""{top}
 retry_base = "1s"
 [clusters.local]
 scheduler = "local"
@@ -123,10 +123,18 @@ max_jobs = {slots}
 poll_interval = "0.2s"
 exit_read_timeout = "3s"
 {extra}
-""",
-    )
+"""
+
+
+def local_settings(
+    tmp_path: Path, *, slots: int = 4, top: str = "", extra: str = "", socket: Path | None = None
+) -> Settings:
+    config = write_config(tmp_path, local_config(slots=slots, top=top, extra=extra))
     return load_settings(
-        config=config, state_dir=tmp_path / "state", socket=tmp_path / "sd.sock", environ={}
+        config=config,
+        state_dir=tmp_path / "state",
+        socket=socket or tmp_path / "sd.sock",
+        environ={},
     )
 
 

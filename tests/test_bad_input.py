@@ -28,32 +28,15 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from schedulerd.config import Settings, load_settings
+from schedulerd.config import Settings
 from schedulerd.control import peer_allowed
-from tests.harness import AsyncClient, DaemonHandle, running_daemon, wait_terminal, write_config
+from tests.harness import AsyncClient, DaemonHandle, local_settings, running_daemon, wait_terminal
 
 MAX_BYTES = 4096
 
 
 def small_limit_settings(tmp_path: Path, socket_path: Path | None = None) -> Settings:
-    config = write_config(
-        tmp_path,
-        f"""
-max_message_bytes = {MAX_BYTES}
-retry_base = "1s"
-[clusters.local]
-scheduler = "local"
-max_jobs = 4
-poll_interval = "0.2s"
-exit_read_timeout = "3s"
-""",
-    )
-    return load_settings(
-        config=config,
-        state_dir=tmp_path / "state",
-        socket=socket_path or tmp_path / "sd.sock",
-        environ={},
-    )
+    return local_settings(tmp_path, top=f"max_message_bytes = {MAX_BYTES}", socket=socket_path)
 
 
 @dataclass

@@ -20,16 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import daemon_process
+from tests.harness import daemon_process, local_config
 
-CONFIG = """
-retry_base = "1s"
-[clusters.local]
-scheduler = "local"
-max_jobs = 4
-poll_interval = "0.2s"
-exit_read_timeout = "3s"
-"""
+CONFIG = local_config()
 TERMINAL = {"completed", "failed", "timeout", "lost", "cancelled", "skipped"}
 # `wait --timeout` for jobs that should end at once: generous, for a loaded CI machine; the
 # ctl process gets more time than the wait itself, so a timed-out wait reports status 7
