@@ -13,6 +13,7 @@ import gc
 import grp
 import os
 import socket
+import stat
 import struct
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -30,6 +31,7 @@ from anyio.abc import SocketAttribute
 from schedulerd import __version__
 from schedulerd import protocol as P
 from schedulerd.errors import (
+    ConfigError,
     Conflict,
     InvalidParams,
     InvalidTransition,
@@ -526,9 +528,7 @@ async def serve_control(
 ) -> None:
     """Bind the socket (0600, or 0660 with a group), then serve until cancelled."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if path.is_socket() or path.exists():
-        if await _socket_alive(path):
-            raise SchedulerdError(f"another daemon is listening on {path}")
+    if await stale_socket_at(path):
         path.unlink()
     old_umask = os.umask(0o177 if group is None else 0o117)
     try:
@@ -571,6 +571,40 @@ async def serve_control(
             await listener.serve(handle)
     finally:
         path.unlink(missing_ok=True)
+
+
+def check_socket_path(path: Path) -> bool:
+    """True if a socket is at ``path``, False if nothing is; anything else (a regular
+    file, a directory, a symlink, ...) is refused and left untouched: only a stale socket
+    may be removed to bind a new one."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ConfigError(f"socket path {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISSOCK(mode):
+        return True
+    kinds = {stat.S_IFREG: "a regular file", stat.S_IFDIR: "a directory",
+             stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO"}  # fmt: skip
+    kind = kinds.get(stat.S_IFMT(mode), "a device or other special file")
+    raise ConfigError(
+        f"socket path {path} is {kind}, not a socket; refusing to replace it:"
+        " remove it yourself or choose another socket path (--socket)"
+    )
+
+
+async def stale_socket_at(path: Path) -> bool:
+    """True if a dead daemon's socket is at ``path`` (remove it to bind a new one), False
+    if nothing is there; a live socket, or anything that is not a socket, is refused."""
+    if not check_socket_path(path):
+        return False
+    if await _socket_alive(path):
+        raise SchedulerdError(
+            f"another daemon is listening on {path}: stop it (schedctl shutdown) or choose"
+            " another socket path (--socket)"
+        )
+    return True
 
 
 async def _socket_alive(path: Path) -> bool:

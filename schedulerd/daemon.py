@@ -27,7 +27,7 @@ import structlog
 
 from schedulerd import __version__
 from schedulerd.config import ClusterConfig, Settings, load_settings
-from schedulerd.control import ControlContext, serve_control
+from schedulerd.control import ControlContext, serve_control, stale_socket_at
 from schedulerd.drivers.api import Driver
 from schedulerd.drivers.batch import BatchDriver
 from schedulerd.drivers.dialect import Dialect
@@ -156,6 +156,10 @@ async def _run_locked(
     handle_signals: bool,
     task_status: anyio.abc.TaskStatus[None],
 ) -> None:
+    # refuse a socket path that holds something else, or a live daemon's socket, before
+    # anything starts (serve_control binds it, replacing a dead daemon's, once the store
+    # and workers are up)
+    await stale_socket_at(settings.socket_path)
     store = await open_store(settings.database_path)
     store.retry_base = settings.retry_base
     current = {"settings": settings}
@@ -322,12 +326,28 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     try:
         anyio.run(lambda: run(settings, reload=load))
-    except SchedulerdError as exc:
-        log.error("daemon_failed", error=exc.message)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:
+        error = _the_error(exc)
+        if error is None:
+            raise  # a bug: its traceback is what a report needs
+        # one line, no traceback: the operator has a path, what is wrong and what to do
+        print(f"schedulerd: {error.message}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _the_error(exc: BaseException) -> SchedulerdError | None:
+    """The SchedulerdError that ended the daemon, out of the task groups' exception
+    groups it arrives in; None if something else (a bug) is among them."""
+    if isinstance(exc, SchedulerdError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_the_error(e) for e in exc.exceptions]
+        if found and all(found):
+            return found[0]
+    return None
 
 
 if __name__ == "__main__":
