@@ -35,6 +35,8 @@ from schedulerd.errors import (
 log = structlog.get_logger(__name__)
 
 SUBMIT_MARK = "@@schedulerd-submit"
+#: the submit program's status for a job whose directory or script could not be made
+PREPARE_FAILED = 98
 #: an id that only names a job found by its exit file after a crash
 UNKNOWN_PREFIX = "?"
 #: how often (in polls) to count all of the user's jobs when the queue command does not
@@ -63,22 +65,29 @@ def render_submit_program(dialect: Dialect, jobs: Sequence[JobRequest]) -> str:
         files[job.script_path] = dialect.render_script(job)
         files.update(dialect.extra_files(job))
     dirs = sorted({d for job in jobs for d in (job.workdir, job.control_dir)})
+    # "--" before every operand: a path that starts with "-" is never read as an option.
+    # The batched mkdir/rm/chmod go on past an operand they cannot handle, and each job
+    # is checked on its own before its submit: one job's bad directory fails that job.
     lines = [
         "__sd_e=$(mktemp) || exit 97",
-        "trap 'rm -f \"$__sd_e\"' EXIT",
+        "trap 'rm -f -- \"$__sd_e\"' EXIT",
         '__sd_home=$(pwd)',
-        f"mkdir -p {' '.join(map(q, dirs))} 2>/dev/null",
-        f"rm -f {' '.join(q(job.exit_path) for job in jobs)}",
+        f"mkdir -p -- {' '.join(map(q, dirs))} 2>/dev/null",
+        f"rm -f -- {' '.join(q(job.exit_path) for job in jobs)}",
     ]
     for path, content in files.items():
         lines.append(f"printf '%s\\n' {q(content.rstrip(chr(10)))} > {q(path)} 2>/dev/null")
-    lines.append(f"chmod 700 {' '.join(q(job.script_path) for job in jobs)} 2>/dev/null")
+    lines.append(f"chmod 700 -- {' '.join(q(job.script_path) for job in jobs)} 2>/dev/null")
     for n, job in enumerate(jobs):
+        dirs_of_job = f"{q(job.workdir)} {q(job.control_dir)}"
         lines.append(f"printf '{SUBMIT_MARK}-out {n}\\n'")
         lines.append(
-            f'if cd "$__sd_home" && cd {q(job.workdir)} && [ -f {q(job.script_path)} ]; then'
+            f'if cd -- "$__sd_home" && cd -- {q(job.workdir)} && [ -f {q(job.script_path)} ]; then'
             f' {shlex.join(dialect.submit_argv(job))} </dev/null 2>"$__sd_e"; __sd_rc=$?;'
-            f" else printf 'cannot prepare %s\\n' {q(job.workdir)} >\"$__sd_e\"; __sd_rc=98; fi"
+            # say why: mkdir again, for this job only, to show its complaint
+            f" else {{ printf 'cannot prepare %s\\n' {q(job.workdir)};"
+            f' cd -- "$__sd_home" && mkdir -p -- {dirs_of_job}; }} >"$__sd_e" 2>&1;'
+            f" __sd_rc={PREPARE_FAILED}; fi"
         )
         lines.append(f"printf '\\n{SUBMIT_MARK} {n} %s\\n' \"$__sd_rc\"")
         lines.append('while IFS= read -r __sd_l || [ -n "$__sd_l" ]; do printf \'%s\\n\' "$__sd_l"; done < "$__sd_e"')
@@ -267,6 +276,10 @@ class BatchDriver:
                     if native is not None:
                         results[job.job_id] = SubmitResult(job_id=job.job_id, native_id=native)
                     else:
+                if status == PREPARE_FAILED and err.startswith("cannot prepare "):
+                    # its directory or script could not be made on the head: this job only
+                    results[job.job_id] = SubmitResult(job_id=job.job_id, error=err[:500])
+                    continue
                         results[job.job_id] = SubmitResult(
                             job_id=job.job_id, error="submit output not understood", transient=True
                         )
@@ -481,7 +494,7 @@ class BatchDriver:
             if not self.workdir:
                 raise RemoteCommandError("no workdir configured")
             q = shlex.quote(self.workdir)
-            res = await self._run(f"mkdir -p {q} && test -w {q} && echo ok")
+            res = await self._run(f"mkdir -p -- {q} && test -w {q} && echo ok")
             if res.stdout.strip() != "ok":
                 raise RemoteCommandError(f"{self.workdir} is not writable: {res.stderr.strip()[:200]}")
             return f"{self.workdir} writable"
@@ -495,11 +508,11 @@ class BatchDriver:
                 argv = self.dialect.dry_run_argv(probe)
                 assert argv is not None
                 files = {probe.script_path: self.dialect.render_script(probe), **self.dialect.extra_files(probe)}
-                program = [f"mkdir -p {shlex.quote(probe.control_dir)}"]
+                program = [f"mkdir -p -- {shlex.quote(probe.control_dir)}"]
                 for path, content in files.items():
                     delimiter = _delimiter(content)
                     program += [f"cat > {shlex.quote(path)} <<'{delimiter}'", content.rstrip("\n"), delimiter]
-                program.append(f"cd {shlex.quote(probe.workdir)} && {shlex.join(argv)}")
+                program.append(f"cd -- {shlex.quote(probe.workdir)} && {shlex.join(argv)}")
                 res = await self._run(["sh", "-s"], input="\n".join(program) + "\n")
                 if res.exit_status != 0:
                     raise RemoteCommandError(

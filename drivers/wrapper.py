@@ -39,7 +39,7 @@ def render_wrapper(job: JobRequest, directives: Sequence[str] = ()) -> str:
         '    __sd_tmp="$__sd_dir/.tmp.$$.exit"',
         "    printf 'exit_code=%s\\nstarted=%s\\nfinished=%s\\nsignal=%s\\n' "
         '"$1" "$__sd_started" "$(date +%s)" "$__sd_signal" > "$__sd_tmp" '
-        '&& mv -f "$__sd_tmp" "$__sd_exit"',
+        '&& mv -f -- "$__sd_tmp" "$__sd_exit"',
         "}",
         "__sd_on_signal() {",
         "    __sd_signal=$1; __sd_signal_rc=$2",
@@ -50,8 +50,8 @@ def render_wrapper(job: JobRequest, directives: Sequence[str] = ()) -> str:
         lines.append(f"trap '__sd_on_signal {sig} {128 + signal.Signals['SIG' + sig].value}' {sig}")
     lines += [
         "__sd_started=$(date +%s)",
-        'mkdir -p "$__sd_dir" || exit 1',
-        f"cd {q(job.workdir)} || {{ __sd_record 1; exit 1; }}",
+        'mkdir -p -- "$__sd_dir" || exit 1',
+        f"cd -- {q(job.workdir)} || {{ __sd_record 1; exit 1; }}",
         f"SCHEDULERD_JOB_ID={job.job_id}; export SCHEDULERD_JOB_ID",
         f"SCHEDULERD_ATTEMPT={job.attempt}; export SCHEDULERD_ATTEMPT",
         f"SCHEDULERD_JOB_NAME={q(job.name)}; export SCHEDULERD_JOB_NAME",
@@ -113,7 +113,7 @@ def read_exit_files_command(paths: Iterable[str]) -> tuple[str, str]:
     so 5,000 of them fit (an SSH packet or a single argument would not)."""
     script = (
         'while IFS= read -r f; do if [ -f "$f" ]; then '
-        f"printf '{EXIT_MARKER}%s\\n' \"$f\"; cat \"$f\"; echo; fi; done"
+        f"printf '{EXIT_MARKER}%s\\n' \"$f\"; cat -- \"$f\"; echo; fi; done"
     )
     return shlex.join(["sh", "-c", script]), "".join(f"{p}\n" for p in paths)
 

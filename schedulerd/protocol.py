@@ -375,6 +375,7 @@ def _row(spec: JobSpecIn, cluster: ClusterView, local_parents: list[int]) -> New
         raise ValueError("argv must be a non-empty list of non-empty strings")
     if "\0" in "".join(argv):
         raise ValueError("argv must not contain NUL characters")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
     name = spec.name
     if name is None:
         name = os.path.basename(argv[0]) or "job"
@@ -405,8 +406,13 @@ def _row(spec: JobSpecIn, cluster: ClusterView, local_parents: list[int]) -> New
         raise ValueError("directives must be single lines")
     workdir = spec.workdir
     if workdir is not None:
-        if "\0" in workdir or "\n" in workdir or not workdir:
-            raise ValueError("workdir is not a valid path")
+        if not workdir or _CONTROL.search(workdir):
+            raise ValueError(f"workdir {workdir!r} is not a valid path (empty, or control characters)")
+        if workdir.startswith("-") or "/-" in workdir:
+            raise ValueError(
+                f"workdir {workdir!r}: a path component starting with '-' would be read as an"
+                " option by the head's commands"
+            )
         if cluster.is_local and not os.path.isabs(workdir):
             raise ValueError("workdir must be an absolute path")
     payload: dict[str, Any] = {"argv": argv}  # the decoded spec is ours: no copies needed
