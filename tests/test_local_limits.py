@@ -1,0 +1,175 @@
+"""The ``local`` cluster's limits: walltime (TERM, KILL after a grace period, state
+``timeout``, kept while the daemon is down) and cpus counted as slots."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from schedulerd.drivers.api import ActiveJob
+from schedulerd.drivers.base import JobRequest, Observation, Phase
+from schedulerd.drivers.local import LocalDriver
+from tests.harness import AsyncClient, local_settings, running_daemon, wait_terminal
+
+DEADLINE = 30.0  # generous: the machine is shared and busy
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process's start time (/proc/PID/stat field 22), or None once it is gone or a
+    zombie: with the start time a reused pid is not taken for the same process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _telling(pid_file: Path, body: str) -> list[str]:
+    """A job whose ``sleep`` child (started in the background, so it is a second process
+    of the job's group) writes its pid to ``pid_file``, then ``body`` runs."""
+    q = shlex.quote(str(pid_file))
+    return ["sh", "-c", f"sleep 300 & echo $! > {q}.tmp && mv {q}.tmp {q}; {body}"]
+
+
+async def _wait_for_file(path: Path) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not await anyio.Path(path).exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        await anyio.sleep(0.05)
+
+
+async def _wait_gone(pid: int, started: str | None) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while started is not None and _proc_start(pid) == started:
+        assert time.monotonic() < deadline, f"process {pid} of the job outlived its walltime"
+        await anyio.sleep(0.1)
+
+
+async def _wait_state(client: AsyncClient, jid: int, state: str) -> dict[str, Any]:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        job: dict[str, Any] = await client.call("job.get", {"id": jid})
+        if job["state"] == state:
+            return job
+        assert time.monotonic() < deadline, f"job {jid} is {job['state']}, never {state}"
+        await anyio.sleep(0.05)
+
+
+# --- walltime ----------------------------------------------------------------------------
+
+
+async def test_walltime_ends_job_timeout_and_its_whole_group(tmp_path: Path) -> None:
+    """`--walltime 2s -- sleep 300` ends `timeout` long before the sleep would, and no
+    process of the job is left."""
+    pid_file = tmp_path / "child.pid"
+    async with running_daemon(local_settings(tmp_path)) as d:
+        client = await d.client()
+        argv = _telling(pid_file, "wait")
+        jid = (await client.call("job.submit", {"job": {"argv": argv, "walltime": "2s"}}))["id"]
+        await _wait_for_file(pid_file)
+        child = int(pid_file.read_text())
+        started = _proc_start(child)
+        job = (await wait_terminal(client, [jid], timeout=DEADLINE))[jid]
+        assert job["state"] == "timeout", job
+        assert job["exit_code"] == 143  # the wrapper recorded the TERM
+        assert "walltime of 2s exceeded" in (job["reason"] or "")
+        await _wait_gone(child, started)
+        assert "walltime of 2s exceeded" in await anyio.Path(job["stderr"]).read_text()
+        await client.aclose()
+
+
+async def test_walltime_timeout_is_retried_while_attempts_remain(tmp_path: Path) -> None:
+    async with running_daemon(local_settings(tmp_path)) as d:
+        client = await d.client()
+        spec = {"argv": ["sleep", "300"], "walltime": 1, "retries": 1}
+        jid = (await client.call("job.submit", {"job": spec}))["id"]
+        job = (await wait_terminal(client, [jid], timeout=2 * DEADLINE))[jid]
+        assert job["state"] == "timeout" and job["attempt"] == 2, job
+        events = (await client.call("events.list", {"ids": [jid]}))["events"]
+        moves = [(e["from"], e["to"]) for e in events]
+        assert [to for _, to in moves].count("timeout") == 2, moves
+        assert ("timeout", "ready") in moves
+        await client.aclose()
+
+
+async def test_job_without_walltime_is_not_limited(tmp_path: Path) -> None:
+    """The supervisor only comes with a walltime; a job that ends by itself before its
+    walltime ends `completed`."""
+    gate = tmp_path / "gate"
+    async with running_daemon(local_settings(tmp_path)) as d:
+        client = await d.client()
+        wait_gate = f"while [ ! -e {shlex.quote(str(gate))} ]; do sleep 0.05; done"
+        free = (await client.call("job.submit", {"job": {"argv": ["sh", "-c", wait_gate]}}))["id"]
+        quick = (await client.call("job.submit", {"job": {"argv": ["true"], "walltime": "1h"}}))[
+            "id"
+        ]
+        done = (await wait_terminal(client, [quick], timeout=DEADLINE))[quick]
+        assert done["state"] == "completed" and done["exit_code"] == 0
+        assert (await client.call("job.get", {"id": free}))["state"] == "running"
+        gate.touch()
+        done = (await wait_terminal(client, [free], timeout=DEADLINE))[free]
+        assert done["state"] == "completed"
+        await client.aclose()
+
+
+async def _poll_until_done(driver: LocalDriver, job: JobRequest, native_id: str) -> Observation:
+    active = [ActiveJob(job_id=job.job_id, native_id=native_id, request=job, submitted_at=0.0)]
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        obs = (await driver.poll(active)).observations.get(native_id)
+        if obs is not None and obs.phase is not Phase.RUNNING:
+            return obs
+        assert time.monotonic() < deadline, f"still {obs} after {DEADLINE}s"
+        await anyio.sleep(0.1)
+
+
+async def test_job_ignoring_term_is_killed_after_the_grace_period(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    driver = LocalDriver(exit_read_timeout=5.0, walltime_grace=1.0)
+    job = JobRequest(
+        job_id=1,
+        attempt=1,
+        name="sd-1-1",
+        argv=("sh", "-c", f"trap '' TERM; {shlex.join(_telling(pid_file, 'wait'))}"),
+        workdir=str(tmp_path / "job"),
+        walltime_s=1,
+    )
+    await anyio.Path(job.workdir).mkdir()
+    [result] = await driver.submit([job])
+    assert result.native_id is not None, result
+    await _wait_for_file(pid_file)
+    child = int(pid_file.read_text())
+    started = _proc_start(child)
+    obs = await _poll_until_done(driver, job, result.native_id)
+    assert obs.phase is Phase.TIMEOUT, obs
+    assert obs.exit_code == 137, obs  # KILLed: the supervisor wrote the exit file
+    assert "signal KILL" in (obs.reason or "")
+    await _wait_gone(child, started)
+    assert "sending KILL" in await anyio.Path(job.stderr_path).read_text()
+
+
+async def test_walltime_is_enforced_while_the_daemon_is_down(tmp_path: Path) -> None:
+    """The limit does not depend on the daemon: the job is ended at its walltime while no
+    daemon runs, and the next daemon finds it `timeout`."""
+    settings = local_settings(tmp_path)
+    pid_file = tmp_path / "child.pid"
+    async with running_daemon(settings) as d:
+        client = await d.client()
+        argv = _telling(pid_file, "wait")
+        jid = (await client.call("job.submit", {"job": {"argv": argv, "walltime": "3s"}}))["id"]
+        await _wait_state(client, jid, "running")
+        await _wait_for_file(pid_file)
+        await client.aclose()
+    child = int(pid_file.read_text())
+    await _wait_gone(child, _proc_start(child))
+    async with running_daemon(settings) as d:
+        client = await d.client()
+        job = (await wait_terminal(client, [jid], timeout=DEADLINE))[jid]
+        assert job["state"] == "timeout", job
+        assert "walltime of 3s exceeded" in (job["reason"] or "")
+        await client.aclose()
