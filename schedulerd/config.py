@@ -129,6 +129,9 @@ class Settings:
     max_active: int | None = None  # all clusters together
     socket_group: str | None = None
     max_message_bytes: int = 64 * 1024 * 1024
+    # unfinished request lines buffered across ALL connections: many clients each
+    # sending half of a big line cannot take the daemon's memory with them
+    max_buffered_bytes: int = 256 * 1024 * 1024
     retry_base: float = 30.0
     log_level: str = "info"
     outputs_dir: Path | None = None  # staged-out job outputs; default <state_dir>/outputs
@@ -150,7 +153,8 @@ _CLUSTER_KEYS = {
     "max_jobs", "poll_interval", "submit_rate", "submit_batch", "exit_read_timeout",
     "command_timeout", "max_channels", "connect_timeout", "keepalive_interval", "transport",
 }  # fmt: skip
-_TOP_KEYS = {"state_dir", "socket", "socket_group", "max_message_bytes", "limits", "clusters",
+_TOP_KEYS = {"state_dir", "socket", "socket_group", "max_message_bytes", "max_buffered_bytes",
+             "limits", "clusters",
              "retry_base", "log_level", "outputs_dir"}  # fmt: skip
 _LIMIT_KEYS = {"max_active"}
 
@@ -288,6 +292,12 @@ def load_settings(
     max_bytes = _expect(int, raw.get("max_message_bytes", 64 * 1024 * 1024), "max_message_bytes")
     if max_bytes < 1024:
         raise ConfigError("max_message_bytes: must be at least 1024")
+    max_buffered = _expect(int, raw.get("max_buffered_bytes", max(256 * 1024 * 1024, max_bytes)),
+                           "max_buffered_bytes")  # fmt: skip
+    if max_buffered < max_bytes:
+        raise ConfigError(
+            f"max_buffered_bytes: must be at least max_message_bytes ({max_bytes}), got {max_buffered}"
+        )
     group = raw.get("socket_group")
     if group is not None:
         _expect(str, group, "socket_group")
@@ -306,6 +316,7 @@ def load_settings(
         max_active=max_active,
         socket_group=group,
         max_message_bytes=max_bytes,
+        max_buffered_bytes=max_buffered,
         retry_base=retry_base,
         log_level=str(raw.get("log_level", "info")),
         outputs_dir=outputs_dir,

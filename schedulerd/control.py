@@ -45,7 +45,7 @@ from schedulerd.errors import (
     UnknownCluster,
 )
 from schedulerd.scheduler import ClusterWorker
-from schedulerd.state.machine import State
+from schedulerd.state.machine import State, is_final
 from schedulerd.state.store import Job, JobFilter, NewJob, Store
 
 log = structlog.get_logger(__name__)
@@ -53,6 +53,7 @@ log = structlog.get_logger(__name__)
 READ_CHUNK = 256 * 1024
 SUBMIT_CHUNK = 2_000
 MAX_LIST_LIMIT = 10_000
+SUBSCRIBE_SQL_IDS = 500  # events.subscribe filters larger id sets in Python
 
 
 @dataclass
@@ -95,57 +96,131 @@ def peer_allowed(pid: int, uid: int, gid: int, group: str | None) -> bool:
     return False
 
 
+#: how long one write may wait for a peer that does not read (a stuck subscriber)
+WRITE_TIMEOUT = 30.0
+
+
+class PeerGone(Exception):
+    """The peer hung up, reset the connection or stopped reading: the connection ends."""
+
+
+class BufferBudget:
+    """Bytes of unfinished request lines held across all connections."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give_back(self, n: int) -> None:
+        self.used -= n
+
+
 class Connection:
-    def __init__(self, ctx: ControlContext, stream: anyio.abc.ByteStream, max_bytes: int) -> None:
+    """One client. Its failures (peer gone, reset, write timeout, a bug in a handler's
+    reply) end this connection only: nothing a client does or fails to do may end the
+    daemon (``daemon.shutdown`` and signals do)."""
+
+    def __init__(
+        self,
+        ctx: ControlContext,
+        stream: anyio.abc.ByteStream,
+        max_bytes: int,
+        budget: BufferBudget | None = None,
+        write_timeout: float | None = None,
+    ) -> None:
         self.ctx = ctx
         self.stream = stream
         self.max_bytes = max_bytes
+        self.budget = budget or BufferBudget(max(max_bytes, 1))
+        self.write_timeout = WRITE_TIMEOUT if write_timeout is None else write_timeout
         self.send_lock = anyio.Lock()
         self.subscription: anyio.CancelScope | None = None
         self.after_reply: Callable[[], None] | None = None
 
     async def send(self, line: bytes) -> None:
+        """Write one line; PeerGone when the peer cannot take it."""
         async with self.send_lock:
-            await self.stream.send(line)
+            try:
+                with anyio.fail_after(self.write_timeout):
+                    await self.stream.send(line)
+            except TimeoutError as exc:
+                raise PeerGone(f"peer read nothing for {self.write_timeout:g}s") from exc
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                raise PeerGone(str(exc) or type(exc).__name__) from exc
 
     async def serve(self) -> None:
-        async with anyio.create_task_group() as tg:
-            self.tg = tg
-            try:
-                await self._read_loop()
-            finally:
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                self.tg = tg
+                try:
+                    await self._read_loop()
+                except PeerGone as exc:
+                    log.debug("peer_gone", error=str(exc))
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._release()
+
+    def close_soon(self, why: str) -> None:
+        """End this connection from one of its tasks (a subscription whose peer is gone)."""
+        log.debug("peer_gone", error=why)
+        self.tg.cancel_scope.cancel()
+
+    _held = 0
+
+    def _hold(self, n: int) -> bool:
+        if not self.budget.take(n):
+            return False
+        self._held += n
+        return True
+
+    def _release(self) -> None:
+        self.budget.give_back(self._held)
+        self._held = 0
 
     async def _read_loop(self) -> None:
         buffer = bytearray()
-        discarding = False
+        discarding: str | None = None  # why the rest of the current line is thrown away
         while True:
             try:
                 chunk = await self.stream.receive(READ_CHUNK)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 return
             start = 0
             while True:
                 newline = chunk.find(b"\n", start)
+                piece = chunk[start:] if newline < 0 else chunk[start:newline]
+                if discarding is None and piece:
+                    if len(buffer) + len(piece) > self.max_bytes:
+                        discarding = f"message longer than {self.max_bytes} bytes; it was discarded"
+                    elif not self._hold(len(piece)):
+                        discarding = (f"the daemon holds {self.budget.limit} bytes of unfinished "
+                                      "messages from all clients; this message was discarded, "
+                                      "send it again later")  # fmt: skip
+                    else:
+                        buffer += piece
+                    if discarding is not None:
+                        buffer = bytearray()
+                        self._release()
                 if newline < 0:
-                    if not discarding:
-                        buffer += chunk[start:]
-                        if len(buffer) > self.max_bytes:
-                            buffer.clear()
-                            discarding = True
                     break
-                if discarding:
-                    discarding = False
-                    await self.send(P.error_line(None, MessageTooLarge(
-                        f"message longer than {self.max_bytes} bytes; it was discarded")))  # fmt: skip
+                if discarding is not None:
+                    reason, discarding = discarding, None
+                    await self.send(P.error_line(None, MessageTooLarge(reason)))
+                elif buffer.strip():
+                    line = bytes(buffer)
+                    buffer = bytearray()
+                    self._release()
+                    await self._handle_line(line)
                 else:
-                    buffer += chunk[start:newline]
-                    if len(buffer) > self.max_bytes:
-                        await self.send(P.error_line(None, MessageTooLarge(
-                            f"message longer than {self.max_bytes} bytes; it was discarded")))  # fmt: skip
-                    elif buffer.strip():
-                        await self._handle_line(bytes(buffer))
-                    buffer.clear()
+                    buffer = bytearray()
+                    self._release()
                 start = newline + 1
 
     async def _handle_line(self, line: bytes) -> None:
@@ -170,7 +245,12 @@ class Connection:
                 await self.send(P.error_line(req_id, SchedulerdError(f"internal error: {exc}")))
             return
         if not request.is_notification:
-            await self.send(P.result_line(req_id, result))
+            try:
+                line = P.result_line(req_id, result)
+            except Exception as exc:  # a reply we cannot encode is our bug, not the peer's
+                log.exception("reply_unencodable", method=request.method)
+                line = P.error_line(req_id, SchedulerdError(f"internal error: {exc}"))
+            await self.send(line)
         if self.after_reply is not None:
             callback, self.after_reply = self.after_reply, None
             callback()
@@ -228,7 +308,8 @@ async def daemon_shutdown(conn: Connection, params: P.Params) -> Any:
 def _cluster_views(ctx: ControlContext) -> tuple[dict[str, P.ClusterView], str]:
     settings = ctx.settings_getter()
     views = {
-        name: P.ClusterView(name=name, workdir=c.workdir, default_queue=c.default_queue,
+        name: P.ClusterView(name=name, default_queue=c.default_queue,
+                            workdir=c.workdir if c.is_local_transport else P.login_relative(c.workdir),
                             is_local=c.is_local_transport,
                             outputs_dir=str(settings.outputs_path))  # fmt: skip
         for name, c in settings.clusters.items()
@@ -334,11 +415,40 @@ async def job_get(conn: Connection, params: P.Params) -> Any:
     return P.job_to_wire(job, after=await conn.ctx.store.parents(job.id))
 
 
+async def job_states(conn: Connection, params: P.Params) -> Any:
+    """Where each of up to 100,000 jobs is, in one store query: what a waiter reads once
+    before following the events from ``cursor`` (see PROTOCOL.md)."""
+    p = P.convert_params(params, P.StatesParams)
+    if not p.ids:
+        raise InvalidParams('"ids" is empty')
+    if len(p.ids) > P.MAX_BATCH_LIST:
+        raise InvalidParams(f"at most {P.MAX_BATCH_LIST} ids per call")
+    cursor, found = await conn.ctx.store.job_states(p.ids)
+    by_id = {j.id: j for j in found}
+    jobs = []
+    missing = []
+    for jid in dict.fromkeys(p.ids):  # the caller's order, each id once
+        j = by_id.get(jid)
+        if j is None:
+            missing.append(jid)
+            continue
+        jobs.append({"id": j.id, "state": j.state.value,
+                     "final": is_final(j.state, attempt=j.attempt, max_attempts=j.max_attempts),
+                     "exit_code": j.exit_code, "cluster": j.cluster})  # fmt: skip
+    return {"jobs": jobs, "missing": missing, "cursor": cursor}
+
+
 async def job_list(conn: Connection, params: P.Params) -> Any:
     p = P.convert_params(params, P.ListParams)
     if not 1 <= p.limit <= MAX_LIST_LIMIT:
         raise InvalidParams(f'"limit" must be between 1 and {MAX_LIST_LIMIT}')
     filt = JobFilter(states=P.states_of(p.state), campaign=p.campaign, cluster=p.cluster, name=p.name)
+    if p.cluster is not None:
+        # a typo is an error, not an empty page; a cluster removed from the config still
+        # lists the jobs it ran
+        known = set(conn.ctx.workers) | set(conn.ctx.settings_getter().clusters)
+        if p.cluster not in known and not await conn.ctx.store.cluster_has_jobs(p.cluster):
+            raise UnknownCluster(f"no cluster named {p.cluster!r}", data={"clusters": sorted(known)})
     jobs = await conn.ctx.store.list_jobs(filt, before_id=p.before, limit=p.limit)
     return {
         "jobs": [P.job_to_wire(j) for j in jobs],
@@ -466,18 +576,31 @@ async def events_subscribe(conn: Connection, params: P.Params) -> Any:
     scope = anyio.CancelScope()
     conn.subscription = scope
     ids = list(p.ids) if p.ids else None
+    # A big set (a campaign's `schedctl wait`) is filtered here, not in SQL: an IN list
+    # costs SQLite one index probe per id after every commit (and more than 32,766 ids
+    # are more variables than a statement takes); the log since the cursor is short.
+    wanted = frozenset(ids) if ids is not None and len(ids) > SUBSCRIBE_SQL_IDS else None
+    if wanted is not None:
+        ids = None
 
     async def stream() -> None:
         nonlocal cursor
         with scope:
-            while True:
-                changed = store.changed
-                events = await store.events_since(cursor, limit=1000, job_ids=ids)
-                for event in events:
-                    await conn.send(P.notification_line("events.event", P.event_to_wire(event)))
-                    cursor = event.id
-                if not events:
-                    await changed.wait()
+            try:
+                while True:
+                    changed = store.changed
+                    events = await store.events_since(cursor, limit=1000, job_ids=ids)
+                    for event in events:
+                        if wanted is None or event.job_id in wanted:
+                            await conn.send(P.notification_line("events.event", P.event_to_wire(event)))
+                        cursor = event.id
+                    if not events:
+                        await changed.wait()
+            except PeerGone as exc:
+                conn.close_soon(str(exc))
+            except Exception:
+                log.exception("subscription_failed")
+                conn.close_soon("subscription failed")
 
     # the reply goes out before the first notification: start after returning
     async def start_later() -> None:
@@ -503,6 +626,7 @@ HANDLERS: dict[str, Handler] = {
     "daemon.shutdown": daemon_shutdown,
     "job.submit": job_submit,
     "job.get": job_get,
+    "job.states": job_states,
     "job.list": job_list,
     "job.cancel": _action("cancel"),
     "job.hold": _action("hold"),
@@ -524,9 +648,11 @@ async def serve_control(
     *,
     group: str | None,
     max_bytes: int,
+    max_buffered: int | None = None,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Bind the socket (0600, or 0660 with a group), then serve until cancelled."""
+    budget = BufferBudget(max_buffered if max_buffered is not None else max(max_bytes, 256 << 20))
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if await stale_socket_at(path):
         path.unlink()
@@ -563,12 +689,20 @@ async def serve_control(
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
                     pass
                 return
-            await Connection(ctx, stream, max_bytes).serve()
+            await Connection(ctx, stream, max_bytes, budget).serve()
+
+    async def handle_safely(stream: anyio.abc.SocketStream) -> None:
+        # the listener's task group is the daemon's: whatever goes wrong with one client
+        # (a bug included) is logged and ends that client's connection only
+        try:
+            await handle(stream)
+        except Exception:
+            log.exception("connection_failed")
 
     try:
         async with listener:
             task_status.started()
-            await listener.serve(handle)
+            await listener.serve(handle_safely)
     finally:
         path.unlink(missing_ok=True)
 

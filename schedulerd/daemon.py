@@ -122,7 +122,10 @@ async def run(
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon until SIGTERM/SIGINT, ``daemon.shutdown`` or ``shutdown_trigger``."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise SchedulerdError(_state_dir_problem(settings.state_dir, exc)) from exc
     with _state_dir_lock(settings.state_dir):
         await _run_locked(settings, shutdown_trigger=shutdown_trigger, reload=reload,
                           handle_signals=handle_signals, task_status=task_status)  # fmt: skip
@@ -132,7 +135,10 @@ async def run(
 def _state_dir_lock(state_dir: Path) -> Iterator[None]:
     """One daemon per state directory: two writers would submit the same jobs twice."""
     path = state_dir / "schedulerd.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise SchedulerdError(_state_dir_problem(state_dir, exc)) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -146,6 +152,28 @@ def _state_dir_lock(state_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _state_dir_problem(state_dir: Path, exc: OSError) -> str:
+    return (
+        f"cannot use the state directory {state_dir}: {exc.strerror or exc}"
+        f"{f' ({exc.filename})' if exc.filename not in (None, str(state_dir)) else ''};"
+        " it must be a directory this user can read and write (or choose another --state-dir)"
+    )
+
+
+async def _serve_control(
+    ctx: ControlContext, path: Path, *, task_status: anyio.abc.TaskStatus[None], **options: Any
+) -> None:
+    """serve_control, with an operating-system refusal (a path too long for a socket, a
+    directory that cannot be written) told as one line."""
+    try:
+        await serve_control(ctx, path, task_status=task_status, **options)
+    except OSError as exc:
+        raise SchedulerdError(
+            f"cannot listen on the socket {path}: {exc.strerror or exc}; choose another"
+            " socket path (--socket) in a directory this user can write"
+        ) from exc
 
 
 async def _run_locked(
@@ -182,11 +210,12 @@ async def _run_locked(
                     work.start_soon(workers[name].run)
                 await work.start(
                     functools.partial(
-                        serve_control,
+                        _serve_control,
                         ctx,
                         settings.socket_path,
                         group=settings.socket_group,
                         max_bytes=settings.max_message_bytes,
+                        max_buffered=settings.max_buffered_bytes,
                     )
                 )
                 if handle_signals:

@@ -11,12 +11,13 @@ import os
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from schedulerd.config import parse_duration, parse_memory_mb
 from schedulerd.drivers import staging
+from schedulerd.drivers.batch import login_relative as login_relative  # control.py uses it too
 from schedulerd.drivers.wrapper import ENV_NAME
 from schedulerd.errors import (
     ConfigError,
@@ -27,7 +28,7 @@ from schedulerd.errors import (
     ParseRequestError,
     SchedulerdError,
 )
-from schedulerd.state.machine import State
+from schedulerd.state.machine import State, is_final
 from schedulerd.state.store import Event, Job, NewJob
 
 PROTOCOL_VERSION = 1
@@ -52,13 +53,26 @@ class Params:
             return msgspec.json.decode(self.raw or b"{}", type=kind)
         except msgspec.ValidationError as exc:
             raise InvalidParams(f"invalid params: {exc}") from exc
+        except (msgspec.DecodeError, RecursionError) as exc:
+            # the envelope only skipped over params: bad UTF-8 or absurd nesting in them
+            # is a parse error of the request, not a bug of ours
+            raise ParseRequestError(f"malformed JSON in params: {_why(exc)}") from exc
+
+    def _value(self) -> Any:
+        return self.decode(Any) if self.raw is not None else None  # type: ignore[arg-type]
 
     def is_empty(self) -> bool:
-        return self.raw is None or msgspec.json.decode(self.raw) in ({}, None)
+        return self._value() in ({}, None)
 
     def keys(self) -> list[str]:
-        value = msgspec.json.decode(self.raw or b"{}")
+        value = self._value()
         return sorted(value) if isinstance(value, dict) else []
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return f"nested deeper than the decoder allows ({exc})"
+    return str(exc)
 
 
 class _Envelope(msgspec.Struct):
@@ -87,13 +101,13 @@ def decode_request(line: bytes) -> Request:
         # valid JSON, but not an object: say what it is
         try:
             obj = _json_decoder.decode(line)
-        except (msgspec.DecodeError, UnicodeDecodeError) as inner:
-            raise ParseRequestError(f"malformed JSON: {inner}") from inner
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as inner:
+            raise ParseRequestError(f"malformed JSON: {_why(inner)}") from inner
         if isinstance(obj, list):
             raise InvalidRequest("batch requests are not supported; send one object per line") from exc
         raise InvalidRequest("a request is a JSON object") from exc
-    except msgspec.DecodeError as exc:
-        raise ParseRequestError(f"malformed JSON: {exc}") from exc
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ParseRequestError(f"malformed JSON: {_why(exc)}") from exc
     except UnicodeDecodeError as exc:
         raise ParseRequestError(f"malformed JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     raw_id = None if env.id is msgspec.UNSET else env.id
@@ -133,6 +147,10 @@ def notification_line(method: str, params: Any) -> bytes:
 
 # --- params ------------------------------------------------------------------------------
 
+#: every integer on the wire fits SQLite's INTEGER: a bigger one is a params error (-32602),
+#: not an OverflowError deep in the store
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
 
 class JobSpecIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """One job as a client submits it."""
@@ -141,14 +159,14 @@ class JobSpecIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: str | None = None
     cluster: str | None = None
     queue: str | None = None
-    cpus: int | None = None
-    memory: str | int | None = None
-    walltime: str | int | None = None
+    cpus: Int64 | None = None
+    memory: str | Int64 | None = None
+    walltime: str | Int64 | None = None
     account: str | None = None
     workdir: str | None = None
     env: dict[str, str] = {}
-    after: list[int | str] = []
-    retries: int = 0
+    after: list[Int64 | str] = []
+    retries: Int64 = 0
     directives: list[str] = []
     requeue: bool = False
     inputs: list[str] = []  # absolute paths here, staged to <workdir>/<basename>
@@ -161,9 +179,9 @@ class SubmitParams(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class IdsParams(msgspec.Struct, forbid_unknown_fields=True):
-    id: int | None = None
-    ids: list[int] | None = None
-    if_version: int | None = None
+    id: Int64 | None = None
+    ids: list[Int64] | None = None
+    if_version: Int64 | None = None
 
 
 class ListParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -171,14 +189,20 @@ class ListParams(msgspec.Struct, forbid_unknown_fields=True):
     campaign: str | None = None
     cluster: str | None = None
     name: str | None = None
-    limit: int = 100
-    before: int | None = None
+    limit: Int64 = 100
+    before: Int64 | None = None
 
 
 class EventsParams(msgspec.Struct, forbid_unknown_fields=True):
-    since: int | None = None
-    limit: int = 1000
-    ids: list[int] | None = None
+    since: Int64 | None = None
+    limit: Int64 = 1000
+    ids: list[Int64] | None = None
+
+
+class StatesParams(msgspec.Struct, forbid_unknown_fields=True):
+    """``job.states``: the jobs to look at (1 to MAX_BATCH_LIST ids)."""
+
+    ids: list[Int64]
 
 
 def convert_params(params: Params, kind: type[T]) -> T:
@@ -352,6 +376,7 @@ def _topological(edges: list[list[int]]) -> list[int]:
 
 
 _UNSAFE_NAME = re.compile(r"[\s'\"\\$`;]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -375,7 +400,6 @@ def _row(spec: JobSpecIn, cluster: ClusterView, local_parents: list[int]) -> New
         raise ValueError("argv must be a non-empty list of non-empty strings")
     if "\0" in "".join(argv):
         raise ValueError("argv must not contain NUL characters")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
     name = spec.name
     if name is None:
         name = os.path.basename(argv[0]) or "job"
@@ -413,8 +437,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
                 f"workdir {workdir!r}: a path component starting with '-' would be read as an"
                 " option by the head's commands"
             )
-        if cluster.is_local and not os.path.isabs(workdir):
-            raise ValueError("workdir must be an absolute path")
+        if workdir.startswith("~") and not (workdir == "~" or workdir.startswith("~/")):
+            raise ValueError(f"workdir {workdir!r}: only ~ and ~/ (your login directory) are understood")
+        if cluster.is_local:
+            workdir = os.path.expanduser(workdir)  # this machine's login directory
+            if not os.path.isabs(workdir):
+                raise ValueError(f"workdir {workdir!r} must be an absolute path on a local cluster")
+        else:
+            # relative to the login directory on the head (the driver resolves it there)
+            workdir = login_relative(workdir)
     payload: dict[str, Any] = {"argv": argv}  # the decoded spec is ours: no copies needed
     if env:
         payload["env"] = env
@@ -462,6 +493,7 @@ def job_to_wire(job: Job, *, after: list[int] | None = None) -> dict[str, Any]:
         "id": job.id,
         "name": job.name,
         "state": job.state.value,
+        "final": is_final(job.state, attempt=job.attempt, max_attempts=job.max_attempts),
         "exit_code": job.exit_code,
         "attempt": job.attempt,
         "max_attempts": job.max_attempts,

@@ -105,6 +105,13 @@ def after_finish(outcome: State, *, attempt: int, max_attempts: int) -> State | 
     return None
 
 
+def is_final(state: State, *, attempt: int, max_attempts: int) -> bool:
+    """True when the job will not change any more unless a user acts on it: it completed,
+    was cancelled or skipped, or ended failed/timeout/lost with no attempt left. (With an
+    attempt left the store moves it on to ``ready`` at once, by :func:`after_finish`.)"""
+    return state in TERMINAL and after_finish(state, attempt=attempt, max_attempts=max_attempts) is None
+
+
 def action_target(action: str, current: State, *, has_native_id: bool) -> State:
     """The state a user action moves a job to, or InvalidTransition.
 

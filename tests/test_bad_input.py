@@ -136,6 +136,16 @@ FRAMING = [
     pytest.param(rpc("job.frobnicate"), -32601, "job.frobnicate", 1, id="unknown-method"),
     pytest.param(rpc("daemon.ping", [1]), -32602, "params must be an object", 1, id="positional-params"),
     pytest.param(rpc("daemon.ping", {"verbose": True}), -32602, "verbose", 1, id="ping-takes-no-params"),
+    # these three were answered -32603 (internal error), reserved for our bugs
+    pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"job.submit","params":{"job":{"argv":["\xed\xa0\x80"]}}}\n',
+                 -32700, "malformed JSON", 1, id="surrogate-bytes-in-params"),  # fmt: skip
+    pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"job.list","params":{"cluster":"\xed\xa0\x80"}}\n',
+                 -32700, "malformed JSON", 1, id="surrogate-bytes-in-list-param"),  # fmt: skip
+    pytest.param(b"[" * 3000 + b"\n", -32700, "nested deeper", None, id="deep-nesting"),
+    pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"job.get","params":{"x":' + b"[" * 3000 + b"}}\n",
+                 -32700, "nested deeper", None, id="deep-nesting-in-params"),  # fmt: skip
+    pytest.param(rpc("job.get", {"id": 10**26}), -32602, "<= 9223372036854775807", 1, id="huge-job-id"),
+    pytest.param(rpc("job.list", {"before": -(10**30)}), -32602, ">= -9223372036854775808", 1, id="huge-negative-cursor"),
 ]
 
 
