@@ -42,6 +42,8 @@ STAGING_CONCURRENCY = 8
 # passing reason: 30 s, doubling each further such round, at most 10 min
 SUBMIT_PAUSE_BASE = 30.0
 SUBMIT_PAUSE_MAX = 600.0
+#: polls in a row that fail before the cluster is shown ``degraded``
+DEGRADED_AFTER = 3
 
 
 def job_request(job: Job) -> JobRequest:
@@ -137,6 +139,10 @@ class ClusterWorker:
         self.foreign_jobs = 0
         self.last_poll: float | None = None
         self.last_error: str | None = None
+        # Polls failing in a row. After DEGRADED_AFTER of them the cluster is shown
+        # degraded (clusters, info, wait) with the error; the log says so once per change.
+        self.poll_failures = 0
+        self.degraded_reason: str | None = None
         self._poll_now = anyio.Event()
         # rounds in a row whose every job the head refused for a passing reason
         self._refused_rounds = 0
@@ -367,15 +373,47 @@ class ClusterWorker:
             try:
                 await self.poll_once()
             except TransportError as exc:
-                self.last_error = str(exc)
-                self._log.warning("head_unreachable", error=str(exc), during="poll")
-            except Exception as exc:
+                self._poll_failed(str(exc), during="poll")
+            except SchedulerdError as exc:
                 # nothing is decided from an answer we could not read; try next round
-                self.last_error = str(exc)
-                self._log.exception("poll_failed")
+                self._poll_failed(str(exc), during="poll")
+            except Exception as exc:
+                self._log.exception("poll_crashed")
+                self._poll_failed(f"internal error: {exc}", during="poll")
+            else:
+                self._poll_succeeded()
             with anyio.move_on_after(self.config.poll_interval):
                 await self._poll_now.wait()
             self._poll_now = anyio.Event()
+
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_reason is not None
+
+    def mark_degraded(self, reason: str) -> None:
+        """Show the cluster degraded at once (a head whose answer no retry can change)."""
+        self.poll_failures = max(self.poll_failures, DEGRADED_AFTER)
+        self._set_degraded(reason)
+
+    def _set_degraded(self, reason: str | None) -> None:
+        if reason == self.degraded_reason:
+            return
+        if reason is None:
+            self._log.info("cluster_recovered", was=self.degraded_reason)
+        else:
+            self._log.warning("cluster_degraded", error=reason, failures=self.poll_failures)
+        self.degraded_reason = reason
+
+    def _poll_failed(self, error: str, *, during: str) -> None:
+        self.last_error = error
+        self.poll_failures += 1
+        self._log.debug("poll_failed", error=error, during=during, failures=self.poll_failures)
+        if self.poll_failures >= DEGRADED_AFTER:
+            self._set_degraded(error)
+
+    def _poll_succeeded(self) -> None:
+        self.poll_failures = 0
+        self._set_degraded(None)
 
     async def poll_once(self) -> None:
         await self._kill_pending()
@@ -474,6 +512,9 @@ class ClusterWorker:
             "draining": self.draining,
             "last_poll": self.last_poll,
             "last_error": self.last_error,
+            "degraded": self.degraded,
+            "degraded_reason": self.degraded_reason,
+            "poll_failures": self.poll_failures,
             "submit_paused_until": self.submit_paused_until,
             "last_refusal": self.last_refusal,
             "poll_interval": self.config.poll_interval,
