@@ -10,6 +10,8 @@ over one command's stdin; the output carries one delimited section per job.
 
 from __future__ import annotations
 
+import dataclasses
+import posixpath
 import re
 import secrets
 import shlex
@@ -48,6 +50,29 @@ XARGS_IDS = 2000
 ID_BATCH_MARK = "@@schedulerd-id-batch"
 #: batch names we give our jobs
 OUR_NAME = re.compile(r"sd-\d+-\d+\Z")
+
+
+def login_relative(path: str) -> str:
+    """A path on the head with ``~`` written the one way its commands understand.
+
+    Every path reaches the head's shell quoted, so ``'~/x'`` is never expanded there:
+    ``~`` and ``~/x`` name the login directory and ``x`` in it, and become ``.`` and
+    ``x`` (relative paths are relative to the login directory, as with ``ssh``). Any
+    other path is returned as it is.
+    """
+    if path == "~":
+        return "."
+    if path.startswith("~/"):
+        return path[2:].lstrip("/") or "."
+    return path
+
+
+def resolve_on_head(path: str, login_dir: str) -> str:
+    """``path`` made absolute: a relative path (or ``~/...``) is taken in ``login_dir``."""
+    path = login_relative(path)
+    if path.startswith("/"):
+        return path
+    return posixpath.normpath(posixpath.join(login_dir, path))
 
 
 def render_submit_program(dialect: Dialect, jobs: Sequence[JobRequest]) -> str:
@@ -155,13 +180,14 @@ class BatchDriver:
         self.user = user
         self.exit_read_timeout = exit_read_timeout
         self.command_timeout = command_timeout
-        self.workdir = workdir
+        self.workdir = login_relative(workdir)
         self.default_queue = default_queue
         self.name = dialect.name
         self.version: str | None = None
         self._missing_since: dict[str, float] = {}
         self._polls = 0
         self._foreign_jobs: int | None = None
+        self._login_dir: str | None = None  # where the head's commands start ($HOME)
         self._log = log.bind(scheduler=dialect.name)
 
     async def _run(self, argv: Sequence[str] | str, *, input: str | None = None) -> CommandResult:
@@ -227,10 +253,35 @@ class BatchDriver:
 
     # --- submit ---------------------------------------------------------------------------
 
+    async def login_dir(self) -> str:
+        """The directory the head's commands start in (the login directory): asked once."""
+        if self._login_dir is None:
+            res = await self._run("pwd")
+            home = res.stdout.strip()
+            if res.exit_status != 0 or not home.startswith("/") or "\n" in home:
+                raise TransportError(
+                    f"cannot tell the login directory: pwd printed {res.stdout[:100]!r}"
+                    f" {res.stderr.strip()[:200]!r} (exit {res.exit_status})"
+                )
+            self._login_dir = home
+        return self._login_dir
+
+    async def _absolute(self, jobs: Sequence[JobRequest]) -> Sequence[JobRequest]:
+        """Jobs whose workdir is relative (to the login directory) with it made absolute:
+        the scripts and the submit commands run elsewhere (the batch system's starting
+        directory, the job's own workdir), where a relative path means something else."""
+        if all(job.workdir.startswith("/") for job in jobs):
+            return jobs
+        home = await self.login_dir()
+        return [job if job.workdir.startswith("/")
+                else dataclasses.replace(job, workdir=resolve_on_head(job.workdir, home))
+                for job in jobs]  # fmt: skip
+
     async def submit(self, jobs: Sequence[JobRequest]) -> list[SubmitResult]:
         if not jobs:
             return []
         await self._ensure_version()
+        jobs = await self._absolute(jobs)
         results: dict[int, SubmitResult] = {}
         renderable: list[JobRequest] = []
         for job in jobs:
@@ -253,6 +304,10 @@ class BatchDriver:
             unparsed: list[JobRequest] = []
             for n, job in enumerate(renderable):
                 status, out, err = sections[n]
+                if status == PREPARE_FAILED and err.startswith("cannot prepare "):
+                    # its directory or script could not be made on the head: this job only
+                    results[job.job_id] = SubmitResult(job_id=job.job_id, error=err[:500])
+                    continue
                 try:
                     native = self.dialect.parse_submit(out, err, status)
                 except SubmitRejected as exc:
@@ -276,10 +331,6 @@ class BatchDriver:
                     if native is not None:
                         results[job.job_id] = SubmitResult(job_id=job.job_id, native_id=native)
                     else:
-                if status == PREPARE_FAILED and err.startswith("cannot prepare "):
-                    # its directory or script could not be made on the head: this job only
-                    results[job.job_id] = SubmitResult(job_id=job.job_id, error=err[:500])
-                    continue
                         results[job.job_id] = SubmitResult(
                             job_id=job.job_id, error="submit output not understood", transient=True
                         )

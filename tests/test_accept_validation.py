@@ -113,3 +113,47 @@ async def test_one_jobs_unpreparable_workdir_fails_only_that_job(tmp_path: Path,
         assert "Not a directory" in results[0].error
         assert results[0].transient is False
         assert [j["name"] for j in head.jobs()] == [good.name]
+
+
+# --- item: relative and ~/ workdirs on an SSH cluster --------------------------------------
+
+
+@pytest.mark.parametrize(("given", "stored"), [("adv/run{id}", "adv/run{id}"), ("~/adv/{id}", "adv/{id}"),
+                                               ("~", "."), ("/abs/{id}", "/abs/{id}")])  # fmt: skip
+def test_workdir_on_an_ssh_cluster_is_kept_relative_to_the_login_directory(given: str, stored: str) -> None:
+    assert accept(workdir=given)["workdir"] == stored
+
+
+def test_workdir_of_another_users_home_is_refused() -> None:
+    with pytest.raises(InvalidSpec, match=r"workdir '~bob/x': only ~ and ~/"):
+        accept(workdir="~bob/x")
+
+
+def test_workdir_on_a_local_cluster_expands_tilde_and_must_be_absolute() -> None:
+    local = {"head": ClusterView(name="head", workdir="/tmp/sd", default_queue=None, is_local=True)}
+    assert accept(local, workdir="~/runs/{id}")["workdir"] == os.path.expanduser("~/runs/{id}")
+    with pytest.raises(InvalidSpec, match="must be an absolute path on a local cluster"):
+        accept(local, workdir="runs/{id}")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("system", SYSTEMS)
+async def test_relative_and_tilde_workdirs_run_in_the_login_directory(tmp_path: Path, system: str) -> None:
+    """``adv/run{id}`` and ``~/tilde/{id}`` both mean a folder in the login directory
+    (the SSH server's home here): the job runs there, its exit code comes back, its
+    stdout is where job.get says (relative to the login directory)."""
+    from tests.harness import wait_terminal
+    from tests.test_conformance import fake_cluster, submit
+
+    async with fake_cluster(tmp_path, system) as c:
+        rel = await submit(c.client, ["sh", "-c", "pwd; exit 3"], workdir="adv/run{id}")
+        tilde = await submit(c.client, ["sh", "-c", "pwd"], workdir="~/tilde/{id}")
+        jobs = await wait_terminal(c.client, [rel, tilde], timeout=90)
+        home = c.server.home
+        assert (jobs[rel]["state"], jobs[rel]["exit_code"]) == ("failed", 3), jobs[rel]
+        assert (jobs[tilde]["state"], jobs[tilde]["exit_code"]) == ("completed", 0), jobs[tilde]
+        assert jobs[rel]["workdir"] == f"adv/run{rel}"
+        assert jobs[tilde]["workdir"] == f"tilde/{tilde}"
+        for jid in (rel, tilde):
+            out = home / jobs[jid]["stdout"]
+            assert Path(out.read_text().strip()).resolve() == (home / jobs[jid]["workdir"]).resolve()
