@@ -19,6 +19,7 @@ from schedulerd.drivers.base import JobRequest, Observation, Phase
 from schedulerd.drivers.htcondor import ATTRIBUTES, STATE_MAP, HTCondorDialect
 from schedulerd.drivers.wrapper import parse_exit_file
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
+from tests.conftest import FIXTURES
 
 D = HTCondorDialect()
 FAKEBATCH = Path(__file__).parent / "fakebatch"
@@ -345,10 +346,9 @@ ALLOWED = (ParseError, RemoteCommandError, SubmitRejected)
 
 
 def _fixture_texts() -> list[str]:
-    root = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "batch-outputs"
-    folder = Path(os.environ.get("SCHEDULERD_FIXTURES", root)) / "htcondor"
+    folder = FIXTURES / "htcondor"
     if not folder.is_dir():
-        return [""]
+        raise RuntimeError(f"batch-output fixtures not found at {folder}")
     texts = [p.read_text() for p in sorted(folder.iterdir()) if p.is_file()]
     return [*texts, ad_line("7.0", JobStatus=4, ExitCode=1, JobBatchName="n")]
 

@@ -26,6 +26,7 @@ from schedulerd.drivers.lsf import (
 )
 from schedulerd.drivers.wrapper import parse_exit_file
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
+from tests.conftest import FIXTURES
 from tests.fakebatch.core import FakeHead
 
 NOW = time.mktime((2026, 6, 1, 12, 0, 0, 0, 0, -1))
@@ -473,7 +474,7 @@ def test_times() -> None:
 
 # --- fuzzing -------------------------------------------------------------------------------------
 
-FIXTURE_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "batch-outputs" / "lsf"
+FIXTURE_DIR = FIXTURES / "lsf"
 SAMPLES = (
     sorted(p.read_text() for p in FIXTURE_DIR.glob("*") if p.is_file())
     if (FIXTURE_DIR.is_dir())

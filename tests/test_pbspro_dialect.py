@@ -23,6 +23,8 @@ from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 sys.path.insert(0, str(Path(__file__).parent / "fakebatch"))
 from core import FakeHead, gated
 
+from tests.conftest import FIXTURES
+
 D = PbsProDialect()
 
 
@@ -283,11 +285,6 @@ PARSERS: list[Callable[[str, str, int], object]] = [
     D.parse_cancel,
     D.parse_version,
 ]
-FIXTURES = Path(
-    os.environ.get(
-        "SCHEDULERD_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/batch-outputs"
-    )
-)
 FIXTURE_TEXTS = [p.read_text() for p in sorted((FIXTURES / "pbspro").glob("*")) if p.is_file()]
 
 

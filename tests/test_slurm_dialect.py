@@ -19,6 +19,7 @@ from schedulerd.drivers.base import JobRequest, Observation, Phase
 from schedulerd.drivers.slurm import SACCT_FIELDS, SQUEUE_FORMAT, STATE_MAP, SlurmDialect
 from schedulerd.drivers.wrapper import parse_exit_file
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
+from tests.conftest import FIXTURES
 
 D = SlurmDialect()
 FAKEBATCH = Path(__file__).parent / "fakebatch"
@@ -435,10 +436,9 @@ ALLOWED = (ParseError, RemoteCommandError, SubmitRejected)
 
 
 def _fixture_texts() -> list[str]:
-    folder = Path(os.environ.get("SCHEDULERD_FIXTURES", Path(__file__).resolve().parents[2]
-                                 / "shared" / "fixtures" / "batch-outputs")) / "slurm"  # fmt: skip
+    folder = FIXTURES / "slurm"
     if not folder.is_dir():
-        return [""]
+        raise RuntimeError(f"batch-output fixtures not found at {folder}")
     return [p.read_text() for p in sorted(folder.iterdir()) if p.suffix == ".txt"]
 
 

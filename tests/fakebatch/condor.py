@@ -1,7 +1,7 @@
 """Fake HTCondor commands: condor_submit, condor_q, condor_history, condor_rm, condor_hold,
 condor_release, condor_version.
 
-Outputs follow the real formats (see shared/fixtures/batch-outputs/htcondor):
+Outputs follow the real formats (see tests/fixtures/batch-outputs/htcondor):
 ``condor_submit -terse`` prints ``C.0 - C.0``, ``-af[:jt...]`` prints the job id and the
 attribute values (``undefined`` when missing), ``condor_rm`` "Job C.P marked for
 removal". Native ids are ``{seq}.0``. ``condor_history`` reads the (fake) local history

@@ -1,6 +1,6 @@
 """Fake IBM Spectrum LSF commands: bsub, bjobs, bhist, bkill, bstop, bresume, lsid.
 
-Outputs follow the real formats in ``shared/fixtures/batch-outputs/lsf``:
+Outputs follow the real formats in ``tests/fixtures/batch-outputs/lsf``:
 
 * ``bsub < script`` reads ``#BSUB`` lines (``-J -q -n -M -R -W -P -o -e -oo -eo -r -rn
   -H -cwd``) from the script on stdin, spools the script and prints "Job <n> is

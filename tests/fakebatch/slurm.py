@@ -1,6 +1,6 @@
 """Fake Slurm commands: sbatch, squeue, sacct, scancel, scontrol (hold/release).
 
-Outputs follow the real formats (see shared/fixtures/batch-outputs/slurm): ``sbatch
+Outputs follow the real formats (see tests/fixtures/batch-outputs/slurm): ``sbatch
 --parsable`` prints ``<id>``, plain ``sbatch`` "Submitted batch job <id>"; ``squeue -o``
 and ``sacct --format`` print the requested fields, with ``SLURM_TIME_FORMAT`` honoured
 (``standard`` or a ``strftime`` format such as ``%s``). ``sacct`` without ``-S`` shows
