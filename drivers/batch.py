@@ -188,6 +188,7 @@ class BatchDriver:
         self._polls = 0
         self._foreign_jobs: int | None = None
         self._login_dir: str | None = None  # where the head's commands start ($HOME)
+        self._probed = False  # detect_capabilities ran (once per driver)
         self._log = log.bind(scheduler=dialect.name)
 
     async def _run(self, argv: Sequence[str] | str, *, input: str | None = None) -> CommandResult:
@@ -241,6 +242,24 @@ class BatchDriver:
         self._log.info("head_version", version=self.version)
         return self.version
 
+    async def detect_capabilities(self) -> str | None:
+        """Heads of one batch system differ in what their commands accept (a
+        Torque-compatible ``qstat`` without ``-x``). A dialect with ``probe_argv`` says,
+        given the version found, whether a question is needed; ``for_probe`` reads the
+        answer and returns the dialect for this head. Asked once per driver (the first
+        command sent, or ``clusters check``). None: nothing to adapt."""
+        probe = getattr(self.dialect, "probe_argv", None)
+        argv = None if probe is None else probe(self.version)
+        if argv is None:
+            self._probed = True
+            return None if probe is None else f"known from the version ({self.version})"
+        res = await self._run(argv)
+        adapt = self.dialect.for_probe  # type: ignore[attr-defined]
+        dialect, detail = adapt(res.stdout, res.stderr, res.exit_status)
+        self.dialect, self._probed = dialect, True
+        self._log.info("head_capabilities", detail=detail)
+        return str(detail)
+
     async def _ensure_version(self) -> None:
         if self.version is None:
             try:
@@ -250,6 +269,14 @@ class BatchDriver:
                     raise TransportError(f"version check: {exc.message}") from exc
                 self.version = "unknown"
                 self._log.warning("head_version_unknown", error=exc.message)
+        if not self._probed:
+            try:
+                await self.detect_capabilities()
+            except (ParseError, RemoteCommandError) as exc:
+                if isinstance(exc, RemoteCommandError) and exc.transient:
+                    raise TransportError(f"capability check: {exc.message}") from exc
+                self._probed = True
+                self._log.warning("head_capabilities_unknown", error=exc.message)
 
     # --- submit ---------------------------------------------------------------------------
 
@@ -532,7 +559,22 @@ class BatchDriver:
             return ", ".join(names)
 
         await step("commands", commands())
-        await step("version", self.detect_version())
+        async def version() -> str:
+            # an unknown version is a warning, not a failure: nothing depends on it
+            # unless the dialect adapts to it (for_version), and such a dialect keeps
+            # its default when it cannot tell
+            try:
+                return await self.detect_version()
+            except (ParseError, RemoteCommandError) as exc:
+                if isinstance(exc, RemoteCommandError) and exc.transient:
+                    raise
+                if self.version is None:
+                    self.version = "unknown"
+                return f"warning: version unknown ({exc.message[:200]})"
+
+        await step("version", version())
+        if hasattr(self.dialect, "probe_argv"):
+            await step("status format", self.detect_capabilities())
 
         async def status() -> str:
             res = await self._run(self.dialect.status_argv(self.user, []))

@@ -361,27 +361,34 @@ def observe(
 
 # --- qstat -f plain text -------------------------------------------------------------------
 
-_ATTR_LINE: Final = re.compile(r"^ {4}([A-Za-z_][\w.]*) = ?(.*)$")
+_ATTR_LINE: Final = re.compile(r"^([ \t]+)([A-Za-z_][\w.]*) = ?(.*)$")
 
 
 def parse_full_text(text: str) -> dict[str, dict[str, str]]:
-    """``qstat -f`` blocks (``Job Id: X`` then ``    key = value`` lines; long values
-    continue on lines indented by a TAB or more spaces, wrapped mid-token)."""
+    """``qstat -f`` blocks: ``Job Id: X`` then ``key = value`` lines.
+
+    PBS and Torque indent attributes by 4 spaces and continue long values on lines
+    indented by a TAB (or more spaces), wrapped mid-token. Torque-compatible ``qstat``
+    front ends (Slurm's ``qstat`` wrapper) indent attributes by a TAB and never wrap. So
+    the first attribute line of a block sets that block's attribute indent; any other
+    indented line continues the previous value.
+    """
     jobs: dict[str, dict[str, str]] = {}
     current: dict[str, str] | None = None
     key: str | None = None
+    indent: str | None = None
     for raw in text.splitlines():
         if raw.startswith("Job Id:"):
             native_id = raw[len("Job Id:") :].strip()
             current = jobs.setdefault(native_id, {}) if native_id else None
-            key = None
+            key = indent = None
             continue
         if current is None or not raw.strip():
             continue
         match = _ATTR_LINE.match(raw)
-        if match:
-            key = match.group(1)
-            current[key] = match.group(2)
+        if match and indent in (None, match.group(1)):
+            indent, key = match.group(1), match.group(2)
+            current[key] = match.group(3)
         elif key is not None and raw[:1] in "\t ":
             current[key] += raw.strip()
     return jobs

@@ -7,6 +7,17 @@ queue as ``C`` for the server's ``keep_completed`` seconds and there is no histo
 regular user can query (``tracejob`` reads the server logs, which normally needs root:
 see ``torque/tracejob.permission-denied-logs.stderr.txt``), so the exit file decides.
 
+Torque-compatible heads differ. Some ``qstat`` implementations (Slurm's ``qstat``
+wrapper, stripped-down PBS front ends) take no ``-x`` and no ``--version`` and show a
+finished job as ``C`` without ``exit_status``. :meth:`TorqueDialect.probe_argv` asks a
+head whose ``qstat --version`` named no Torque version whether ``-x`` is understood;
+:meth:`TorqueDialect.for_probe` returns the dialect to use, which falls back to
+``qstat -f`` text (``Job Id:`` blocks). A ``C`` job
+without ``exit_status`` is left out of the status result, so the driver treats it as
+having left the queue and its exit file decides (after ``exit_read_timeout`` without one
+it is lost and retried): the queue cannot tell a job that ran and failed from one that
+was deleted before it ran.
+
 The XML is read with patterns rather than an XML parser on purpose: Torque writes
 element text raw (``sched_hint`` with newlines, and values it does not always escape),
 so a strict parser would throw away a whole poll for one odd attribute.
@@ -26,6 +37,7 @@ from schedulerd.drivers.pbspro import (
     parse_full_text,
     parse_qstat_common,
     positive,
+    raise_if_unreachable,
 )
 from schedulerd.errors import ParseError
 
@@ -81,17 +93,59 @@ def parse_xml_jobs(text: str) -> dict[str, dict[str, object]]:
     return jobs
 
 
+#: what a ``qstat`` that does not know an option prints (Getopt::Long "Unknown option: x",
+#: glibc getopt "invalid option -- 'x'", BSD getopt "illegal option -- x", ...).
+_OPTION_REFUSED: Final = re.compile(
+    r"unknown option|invalid option|illegal option|unrecognized option|bad option"
+    r"|option .{0,20}not (?:recognized|supported)",
+    re.IGNORECASE,
+)
+#: PBSE_UNKJOBID & 0xff: the exit status of a qstat that found none of the ids
+QSTAT_UNKNOWN_JOBS_EXIT: Final = 153
+
+
+def _decided_by_queue(attrs: Mapping[str, object]) -> bool:
+    """False for a ``C`` job without ``exit_status``: the exit file decides it."""
+    state = attrs.get("job_state")
+    if isinstance(state, str) and state.strip()[:1] == "C":
+        return attrs.get("exit_status", attrs.get("Exit_status")) not in (None, "")
+    return True
+
+
 def _torque_jobs(stdout: str) -> Mapping[str, Mapping[str, object]]:
+    jobs: Mapping[str, Mapping[str, object]]
     if "<Job>" not in stdout and "<Data" not in stdout and "Job Id:" in stdout:
-        return parse_full_text(stdout)
-    return parse_xml_jobs(stdout)
+        jobs = parse_full_text(stdout)
+    else:
+        jobs = parse_xml_jobs(stdout)
+    return {native_id: attrs for native_id, attrs in jobs.items() if _decided_by_queue(attrs)}
+
+
+def parse_probe(stdout: str, stderr: str, exit_status: int) -> bool:
+    """Whether the head's ``qstat`` takes ``-x`` (XML), from ``qstat -x 0``'s answer.
+
+    Only a refused option means no: "Unknown Job Id" (the usual answer), XML, or any
+    other complaint about the id leave XML on. An unreachable server raises
+    ``RemoteCommandError(transient=True)``: nothing was learnt, ask again later.
+    """
+    text = f"{stdout}\n{stderr}"
+    if _OPTION_REFUSED.search(text):
+        return False
+    if exit_status != 0 and "<Data" not in stdout and re.search(r"(?im)^\s*usage:", text):
+        return False
+    raise_if_unreachable(stderr, exit_status, stdout)
+    return True
 
 
 class TorqueDialect(PbsProDialect):
     """Torque 2.x-6.x: PBS Pro's commands (qsub, qdel, qhold, qrls, qselect, version),
-    with its own resource syntax, XML status and no queryable history."""
+    with its own resource syntax, XML status and no queryable history. With
+    ``xml=False`` (a head whose ``qstat`` has no ``-x``) status is ``qstat -f`` text."""
 
     name = "torque"
+
+    def __init__(self, *, xml: bool = True) -> None:
+        self.xml = xml
 
     def directives(self, job: JobRequest) -> list[str]:
         resources = []
@@ -107,9 +161,12 @@ class TorqueDialect(PbsProDialect):
         # the server shows us, which on a big site is everybody's. So: our ids only.
         if not native_ids:
             return ["true"]  # nothing to ask; qstat with no ids would list every job
-        return ["qstat", "-x", *native_ids]
+        return ["qstat", "-x" if self.xml else "-f", *native_ids]
 
     def parse_status(self, stdout: str, stderr: str, exit_status: int) -> dict[str, Observation]:
+        if exit_status == QSTAT_UNKNOWN_JOBS_EXIT and not stdout.strip() and not stderr.strip():
+            # Slurm's qstat wrapper: none of the ids is known, and it says nothing
+            return {}
         return parse_qstat_common(
             stdout,
             stderr,
@@ -121,3 +178,18 @@ class TorqueDialect(PbsProDialect):
 
     def history_argv(self, user: str, native_ids: Sequence[str], since: float) -> list[str] | None:
         return None  # no history a regular user can query (see the module docstring)
+
+    def probe_argv(self, version: str | None) -> list[str] | None:
+        """Does ``qstat`` take ``-x``? Torque's own qstat (it answers ``--version``) has
+        had XML since 2.1: no question. Any other head is asked ``qstat -x 0``: option
+        parsing comes before the id lookup in every implementation, and job 0 never
+        exists, so the answer is cheap and clear."""
+        if version is not None and version.startswith("Torque "):
+            return None
+        return ["qstat", "-x", "0"]
+
+    def for_probe(self, stdout: str, stderr: str, exit_status: int) -> tuple[TorqueDialect, str]:
+        """The dialect for this head, and a line for ``clusters check``."""
+        if parse_probe(stdout, stderr, exit_status):
+            return TorqueDialect(xml=True), "qstat -x (XML)"
+        return TorqueDialect(xml=False), "qstat -f text (this qstat has no -x)"

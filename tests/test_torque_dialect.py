@@ -115,6 +115,113 @@ def test_text_qstat_f(fixtures_dir: Path) -> None:
     assert rrcki["55755440.seer.t1.grid.kiae.ru"].phase is Phase.RUNNING
 
 
+def _drop_lines(text: str, prefix: str) -> str:
+    return "".join(line for line in text.splitlines(True) if not line.startswith(prefix))
+
+
+def test_text_completed_without_exit_status_is_left_to_the_exit_file(
+    fixtures_dir: Path,
+) -> None:
+    # a head that shows finished jobs as C without exit_status: the queue cannot tell a
+    # job that ran and failed from one deleted before it ran, so the job is treated as
+    # having left the queue (the driver then reads its exit file)
+    ichec = fx(fixtures_dir, "qstat-f.held-running-completed-queued.ichec.txt")
+    limited = TorqueDialect(xml=False)
+    found = limited.parse_status(_drop_lines(ichec, "    exit_status = "), "", 0)
+    assert len(found) == 8 and "546437" not in found and "543984" not in found
+    assert found["549159"].phase is Phase.HELD and found["555716"].phase is Phase.RUNNING
+    t6 = fx(fixtures_dir, "qstat-f.completed-exit-status.torque6.txt")
+    assert limited.parse_status(_drop_lines(t6, "    exit_status = "), "", 0) == {}
+    # with exit_status the queue still decides, in text and in XML
+    assert limited.parse_status(t6, "", 0)["40680075.e4spro-cluster"].exit_code == 0
+    xml = fx(fixtures_dir, "qstat-x-f.completed-exit-status-sched-hint.dkfz.xml")
+    assert D.parse_status(xml.replace("<exit_status>0</exit_status>", ""), "", 0) == {}
+
+
+def test_text_tab_continuations_join_values(fixtures_dir: Path) -> None:
+    from schedulerd.drivers.pbspro import parse_full_text
+
+    ichec = parse_full_text(fx(fixtures_dir, "qstat-f.held-running-completed-queued.ichec.txt"))
+    assert ichec["549159"]["Output_Path"] == (
+        "host.domain:/some/path/to/sth/GLmore/down/the/path/ASSP-1R.o549159"
+    )
+    assert ichec["549159"]["Hold_Types"] == "s"
+
+
+# the layout of Slurm's Torque-compatible qstat -f (contribs/torque/qstat.pl,
+# print_job_full): "Job Id:" and a TAB, attributes indented by a TAB, no wrapping,
+# finished jobs C without exit_status
+SLURM_WRAPPER_TEXT = (
+    "Job Id:\t4107\n"
+    "\tJob_Name = sd-7-1\n"
+    "\tJob_Owner = alice@login1\n"
+    "\tjob_state = R\n"
+    "\tqueue = normal\n"
+    "\tqtime = Tue Mar  5 10:00:01 2024\n"
+    "\tmtime = Tue Mar  5 10:00:03 2024\n"
+    "\texec_host = node7/2\n"
+    "\tPriority = 4294901758\n"
+    "\teuser = alice(1000)\n"
+    "\tegroup = alice(1000)\n"
+    "\tResource_List.walltime = 01:00:00\n"
+    "\tResource_List.nodect = 1\n"
+    "\tResource_List.ncpus = 2\n"
+    "\n"
+    "Job Id:\t4108\n"
+    "\tJob_Name = sd-8-1\n"
+    "\tjob_state = C\n"
+    "\tqueue = normal\n"
+    "\n"
+    "Job Id:\t4109\n"
+    "\tJob_Name = sd-9-1\n"
+    "\tjob_state = Q\n"
+    "\n"
+)
+
+
+def test_slurm_wrapper_text() -> None:
+    limited = TorqueDialect(xml=False)
+    found = limited.parse_status(SLURM_WRAPPER_TEXT, "", 0)
+    assert set(found) == {"4107", "4109"}
+    assert (found["4107"].phase, found["4107"].name) == (Phase.RUNNING, "sd-7-1")
+    assert found["4109"].phase is Phase.QUEUED
+    # none of the ids known: it prints nothing and exits 153
+    assert limited.parse_status("", "", 153) == {}
+    with pytest.raises(RemoteCommandError):
+        limited.parse_status("", "", 1)
+
+
+USAGE = "Usage:\n    qstat [-f] [-a|-i|-r] [-n [-1]] [-G|-M] [-u user_list] [job_id...]\n"
+
+
+@pytest.mark.parametrize(
+    ("stdout", "stderr", "status", "xml"),
+    [
+        ("", "qstat: Unknown Job Id Error 0.server\n", 153, True),
+        ("", "qstat: Unknown Job Id 0.server\n", 153, True),
+        ("<Data></Data>\n", "", 0, True),
+        ("", "qstat: illegally formed job identifier: 0\n", 1, True),
+        ("", f"Unknown option: x\n{USAGE}", 2, False),
+        ("", "qstat: invalid option -- 'x'\nusage: qstat [-f] [job_id...]\n", 2, False),
+        ("", "qstat: illegal option -- x\n", 1, False),
+        ("", USAGE, 2, False),
+    ],
+)
+def test_probe_decides_the_status_format(stdout: str, stderr: str, status: int, xml: bool) -> None:
+    dialect, detail = D.for_probe(stdout, stderr, status)
+    assert dialect.xml is xml and detail
+    assert dialect.status_argv("alice", ["1.s"]) == ["qstat", "-x" if xml else "-f", "1.s"]
+    assert dialect.status_argv("alice", []) == ["true"]
+
+
+def test_probe_of_an_unreachable_server_decides_nothing() -> None:
+    with pytest.raises(RemoteCommandError) as info:
+        D.for_probe("", "qstat: cannot connect to server head (errno=111) Connection refused\n", 1)
+    assert info.value.transient
+    assert D.probe_argv("unknown") == D.probe_argv(None) == ["qstat", "-x", "0"]
+    assert D.probe_argv("Torque 6.1.2") is None  # Torque's own qstat has -x
+
+
 @pytest.mark.parametrize(
     "name", ["qstat-jobid-grep.running.txt", "qstat-jobid.default-table.running.txt"]
 )
@@ -203,6 +310,9 @@ PARSERS: list[Callable[[str, str, int], object]] = [
     D.parse_cancel,
     D.parse_version,
 ]
+
+
+PARSERS += [TorqueDialect(xml=False).parse_status, D.for_probe]
 
 
 def _only_our_errors(text: str, stderr: str, status: int) -> None:
@@ -420,3 +530,40 @@ def test_faults(tmp_path: Path) -> None:
 
 def test_version_through_fake(tmp_path: Path) -> None:
     assert D.parse_version(*Head(tmp_path).run(D.version_argv())) == "Torque 6.1.2"
+
+
+def test_limited_head_round_trip(tmp_path: Path) -> None:
+    # a Torque-compatible qstat without -x and --version, showing finished jobs as C
+    # without exit_status
+    head = Head(tmp_path, keep_finished_in_queue=60, qstat_limited=True)
+    limited, detail = D.for_probe(*head.run(["qstat", "-x", "0"]))
+    assert not limited.xml and "-f" in detail
+    with pytest.raises(ParseError):
+        D.parse_version(*head.run(D.version_argv()))
+    gate = tmp_path / "gate"
+    nid = head.submit(*gated(gate, "exit 3"))
+
+    def status() -> Observation | None:
+        return limited.parse_status(*head.run(limited.status_argv("alice", [nid]))).get(nid)
+
+    deadline = time.monotonic() + 20
+    while (obs := status()) is None or obs.phase is not Phase.RUNNING:
+        assert time.monotonic() < deadline, obs
+        time.sleep(0.1)
+    assert obs.name == "sd-1-1"
+    out, _, _ = head.run(limited.status_argv("alice", [nid]))
+    assert "\n\t" in out  # long values continue on TAB-indented lines
+    gate.touch()
+    while head.fake.job(nid)["state"] != "done":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    out, err, code = head.run(limited.status_argv("alice", [nid]))
+    assert "job_state = C" in out and "exit_status" not in out
+    assert limited.parse_status(out, err, code) == {}  # the exit file decides
+    exit_file = head.workdir / ".schedulerd" / "sd-1-1.exit"
+    assert parse_exit_file(exit_file.read_text()).exit_code == 3
+    head.fake.set_config(keep_finished_in_queue=0)
+    while head.run(limited.status_argv("alice", [nid]))[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert head.run(limited.status_argv("alice", [nid])) == ("", "", 153)

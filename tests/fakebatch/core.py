@@ -81,6 +81,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "user": os.environ.get("USER", "alice"),
     "server": "fakehead",
     "keep_finished_in_queue": 0.0,  # seconds a done job stays visible in the queue command
+    "qstat_limited": False,  # torque: a qstat without -x/--version (see pbs.py)
 }
 
 # Faults a test may switch on by writing faults.json (see FakeHead.set_faults):

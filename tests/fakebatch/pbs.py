@@ -10,6 +10,13 @@ Supported argv forms: ``qsub [-h] [-q Q] [-N NAME] [-o P] [-e P] [-l RES] [-r y|
 [-A ACCT] [-v VARS] SCRIPT`` (plus the same options as ``#PBS`` lines in the script);
 ``qstat [-x] [-f] [-F json] [-w] [ID...]`` (pbspro), ``qstat [-x] [-f] [-t] [ID...]``
 (torque; needs -x); ``qstat --version``; ``qdel|qhold|qrls ID...``.
+
+``head.config["qstat_limited"]`` (torque only) plays a Torque-compatible head whose
+``qstat`` is a thin front end, as Slurm's ``qstat`` wrapper is: no ``-x`` and no
+``--version`` (refused as ``Unknown option``, usage on stderr, exit 2), only
+``qstat -f [ID...]`` in the classic text layout (4-space attributes, long values
+continued on TAB-indented lines), finished jobs shown as ``C`` without ``exit_status``,
+and ids it does not know skipped silently (exit 153 when none was shown).
 """
 
 from __future__ import annotations
@@ -480,6 +487,65 @@ def _torque_job(job: Job, server: str) -> dict[str, Any]:
     return rec
 
 
+LIMITED_USAGE = "Usage:\n    qstat [-f] [-a|-i|-r] [-n [-1]] [-G|-M] [-u user_list] [-? | --help] [job_id...]\n"
+
+
+def _text_attrs(rec: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """``qstat -f`` attribute names: nested values become ``parent.child``."""
+    out: list[tuple[str, str]] = []
+    for key, value in rec.items():
+        if key == "Job_Id":
+            continue
+        if isinstance(value, dict):
+            out.extend(_text_attrs(value, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", str(value)))
+    return out
+
+
+def _torque_text(job: Job, server: str) -> str:
+    """One ``Job Id:`` block as Torque's ``qstat -f`` prints it: values wrapped at 79
+    columns, mid-token, on continuation lines that start with a TAB."""
+    rec = _torque_job(job, server)
+    rec.pop("exit_status", None)  # the limited head never shows it
+    lines = [f"Job Id: {job['id']}"]
+    for key, value in _text_attrs(rec):
+        text = f"    {key} = {value}"
+        lines.append(text[:79])
+        rest = text[79:]
+        while rest:
+            lines.append("\t" + rest[:71])
+            rest = rest[71:]
+    return "\n".join(lines) + "\n\n"
+
+
+def _limited_qstat(head: FakeHead, argv: list[str]) -> Result:
+    for word in argv:
+        if word.startswith("--") and word not in ("--help",):
+            return "", f"Unknown option: {word[2:]}\n{LIMITED_USAGE}", 2
+    words = _expand_flags(argv, set())
+    ids = [w for w in words if not w.startswith("-")]
+    for word in words:
+        if word.startswith("-") and word != "-f":
+            return "", f"Unknown option: {word[1:]}\n{LIMITED_USAGE}", 2
+    if "-f" not in words:
+        return "", "fakebatch: only qstat -f is faked for a limited torque head\n", 2
+    server = head.config["server"]
+    shown: list[Job] = []
+    with head.transaction() as queue:
+        jobs = queue["jobs"]
+        candidates = (
+            [jobs.get(i) or jobs.get(_full_id(i, server)) for i in ids]
+            if ids
+            else sorted(jobs.values(), key=lambda j: j["seq"])
+        )
+        for job in candidates:
+            if job is not None and not job["purged"] and not job["forgotten"]:
+                shown.append(dict(job))
+    out = "".join(_torque_text(job, server) for job in shown)
+    return out, "", 153 if ids and not shown else 0
+
+
 # --- qstat ----------------------------------------------------------------------------------
 
 
@@ -488,6 +554,8 @@ def qstat(head: FakeHead, argv: list[str]) -> Result:
     if down:
         return down
     flavor = _flavor(head)
+    if flavor == "torque" and head.config.get("qstat_limited"):
+        return _limited_qstat(head, argv)
     if argv == ["--version"]:
         if flavor == "torque":
             return (
