@@ -113,7 +113,7 @@ async def test_cancel_running_job(tmp_path: Path, system: str) -> None:
         await wait_state(c.client, jid, {"running"})
         out = await c.client.call("job.cancel", {"id": jid})
         assert out["jobs"][0]["state"] == "cancelled"
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 45  # generous: a loaded machine starts fake jobs late
         while True:
             (fake,) = c.head.jobs()
             if fake["state"] == "done":
