@@ -21,7 +21,7 @@ from schedulerd.drivers.staging import output_dir, stage_in, stage_out
 from schedulerd.errors import InvalidSpec, SchedulerdError, TransportError
 from schedulerd.state import machine
 from schedulerd.state.machine import State
-from schedulerd.state.store import Change, Job, Store
+from schedulerd.state.store import Change, Job, Store, slots_taken
 
 log = structlog.get_logger(__name__)
 
@@ -270,19 +270,31 @@ class ClusterWorker:
             limit = min(limit, self._bucket.available())
             if limit <= 0:
                 return 0
+        slots = self._slots()
+        count_cpus = self.config.scheduler == "local"  # a local job's cpus take that many slots
         claimed = await self.store.claim_for_submit(
             self.name,
-            slots=self._slots(),
+            slots=slots,
             global_slots=self.settings.max_active,
             limit=limit,
+            count_cpus=count_cpus,
         )
         if not claimed:
             return 0
         if self._bucket is not None:
             self._bucket.take(len(claimed))
         requests = [job_request(j) for j in claimed]
+        # wider than the whole cluster (accepted by an older version, or max_jobs lowered
+        # since): it could never start, and the claim hands it over to be failed here
+        refused = {
+            j.id: SubmitResult(job_id=j.id, error=f"it asks for {slots_taken(j.spec)} cpus and"
+                               f" cluster {self.name} has {slots} slots: it can never start")
+            for j in claimed
+            if count_cpus and slots_taken(j.spec) > slots
+        }  # fmt: skip
         try:
-            refused = await self._stage_in(claimed, requests)
+            todo = [(j, r) for j, r in zip(claimed, requests, strict=True) if j.id not in refused]
+            refused |= await self._stage_in([j for j, _ in todo], [r for _, r in todo])
             submitted = await self.driver.submit([r for r in requests if r.job_id not in refused])
         except TransportError as exc:
             # Nothing decided; the submit may or may not have reached the head, so the

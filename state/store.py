@@ -171,6 +171,16 @@ class JobFilter:
     name: str | None = None
 
 
+def slots_taken(spec: dict[str, Any]) -> int:
+    """How many slots a job takes where cpus are counted (``local``): its ``cpus``, at
+    least one. ``_SLOTS_TAKEN_SQL`` is the same in SQL."""
+    cpus = spec.get("cpus")
+    return max(1, cpus) if isinstance(cpus, int) else 1
+
+
+_SLOTS_TAKEN_SQL = "MAX(1, COALESCE(CAST(json_extract(spec, '$.cpus') AS INTEGER), 1))"
+
+
 def retry_delay(attempt: int, *, base: float = 30.0, cap: float = 3600.0) -> float:
     """Backoff before attempt ``attempt + 1``: 30 s, 60 s, 120 s, ... capped at an hour."""
     return min(cap, base * math.pow(2, max(0, attempt - 1)))
@@ -619,33 +629,54 @@ class Store:
         return results
 
     async def claim_for_submit(
-        self, cluster: str, *, slots: int, global_slots: int | None = None, limit: int = 100
+        self, cluster: str, *, slots: int, global_slots: int | None = None, limit: int = 100,
+        count_cpus: bool = False,
     ) -> list[Job]:
         """Move up to the free slots' worth of ready jobs to ``submitting`` (intent first).
 
         Counting and claiming happen in one transaction, so no two claimers can exceed
         the limit together (invariant 5).
+
+        With ``count_cpus`` (the ``local`` scheduler) a job takes :func:`slots_taken` of the
+        ``slots`` (``global_slots`` still counts jobs). Jobs are claimed in id order up to
+        the first that does not fit, so a wide job is never overtaken for ever by narrow
+        ones. A job wider than ``slots`` can never fit: it is claimed all the same, for
+        the caller to refuse, instead of blocking the queue.
         """
         now = self.clock()
 
         async def op(db: aiosqlite.Connection) -> list[Job]:
-            active = await _count(db, "cluster = ? AND state IN ('submitting','queued','running')", (cluster,))
+            if count_cpus:
+                row = await _fetchone(
+                    db,
+                    f"SELECT COALESCE(SUM({_SLOTS_TAKEN_SQL}), 0) FROM jobs"
+                    " WHERE cluster = ? AND state IN ('submitting','queued','running')",
+                    (cluster,),
+                )
+                active = int(row[0]) if row else 0
+            else:
+                active = await _count(db, "cluster = ? AND state IN ('submitting','queued','running')", (cluster,))
             free = slots - active
+            jobs_free = free if not count_cpus else limit
             if global_slots is not None:
                 everywhere = await _count(db, "state IN ('submitting','queued','running')", ())
-                free = min(free, global_slots - everywhere)
-            free = min(free, limit)
-            if free <= 0:
+                jobs_free = min(jobs_free, global_slots - everywhere)
+            jobs_free = min(jobs_free, limit)
+            if free <= 0 or jobs_free <= 0:
                 return []
             rows = await _fetchall(
                 db,
                 f"{_SELECT_JOB} WHERE cluster = ? AND state = 'ready'"
                 " AND (not_before IS NULL OR not_before <= ?) ORDER BY id LIMIT ?",
-                (cluster, now, free),
+                (cluster, now, jobs_free),
             )
             claimed = []
             for row in rows:
                 job = Job.from_row(row)
+                if count_cpus and (need := slots_taken(job.spec)) <= slots:
+                    if need > free:
+                        break
+                    free -= need
                 claimed.append(
                     await self._transition(
                         db, job,

@@ -173,3 +173,91 @@ async def test_walltime_is_enforced_while_the_daemon_is_down(tmp_path: Path) -> 
         assert job["state"] == "timeout", job
         assert "walltime of 3s exceeded" in (job["reason"] or "")
         await client.aclose()
+
+
+# --- cpus take slots ---------------------------------------------------------------------
+
+
+def _ledger_job(ledger: Path, tag: str, gate: Path | None = None) -> list[str]:
+    """A job that appends "<tag> start" and "<tag> end" to ``ledger`` (and waits for
+    ``gate`` in between, if given)."""
+    q = shlex.quote
+    wait = f"while [ ! -e {q(str(gate))} ]; do sleep 0.05; done; " if gate else ""
+    script = f"echo {tag} start >> {q(str(ledger))}; {wait}echo {tag} end >> {q(str(ledger))}"
+    return ["sh", "-c", script]
+
+
+def _never_overlap(lines: list[str], tags: set[str]) -> None:
+    running: set[str] = set()
+    for line in lines:
+        tag, what = line.split()
+        if what == "start":
+            assert not running, f"{tag} started while {running} ran: {lines}"
+            running.add(tag)
+        else:
+            running.discard(tag)
+    assert {line.split()[0] for line in lines} == tags
+
+
+async def test_cpus_take_slots_on_local(tmp_path: Path) -> None:
+    """On a 2-slot cluster a cpus=2 job runs alone: the 1-cpu job behind it stays
+    `ready` while it runs (both were considered in the same claim), then runs."""
+    ledger, gate = tmp_path / "ledger", tmp_path / "gate"
+    async with running_daemon(local_settings(tmp_path, slots=2)) as d:
+        client = await d.client()
+        jobs = [
+            {"argv": _ledger_job(ledger, "wide", gate), "cpus": 2},
+            {"argv": _ledger_job(ledger, "narrow")},
+        ]
+        wide, narrow = (await client.call("job.submit", {"jobs": jobs}))["ids"]
+        await _wait_state(client, wide, "running")
+        assert (await client.call("job.get", {"id": narrow}))["state"] == "ready"
+        gate.touch()
+        done = await wait_terminal(client, [wide, narrow], timeout=DEADLINE)
+        assert {j["state"] for j in done.values()} == {"completed"}
+        _never_overlap((await anyio.Path(ledger).read_text()).split("\n")[:-1], {"wide", "narrow"})
+        await client.aclose()
+
+
+async def test_wide_job_waits_for_its_slots_and_is_not_overtaken(tmp_path: Path) -> None:
+    """1-cpu job running on a 2-slot cluster: the cpus=2 job behind it waits, and a
+    1-cpu job after that does not overtake it (it would fit in the free slot)."""
+    ledger, gate = tmp_path / "ledger", tmp_path / "gate"
+    async with running_daemon(local_settings(tmp_path, slots=2)) as d:
+        client = await d.client()
+        jobs = [
+            {"argv": _ledger_job(ledger, "first", gate)},
+            {"argv": _ledger_job(ledger, "wide"), "cpus": 2},
+            {"argv": _ledger_job(ledger, "last")},
+        ]
+        first, wide, last = (await client.call("job.submit", {"jobs": jobs}))["ids"]
+        await _wait_state(client, first, "running")
+        for jid in (wide, last):
+            assert (await client.call("job.get", {"id": jid}))["state"] == "ready"
+        gate.touch()
+        done = await wait_terminal(client, [first, wide, last], timeout=DEADLINE)
+        assert {j["state"] for j in done.values()} == {"completed"}
+        lines = (await anyio.Path(ledger).read_text()).split("\n")[:-1]
+        assert lines.index("wide start") > lines.index("first end"), lines
+        assert lines.index("last start") > lines.index("wide start"), lines
+        await client.aclose()
+
+
+async def test_job_wider_than_the_cluster_fails_and_does_not_block(tmp_path: Path) -> None:
+    """A cpus=3 job already in the database (accepted on 4 slots; the cluster has 2 now)
+    fails with a clear reason, and the job behind it runs."""
+    ledger = tmp_path / "ledger"
+    async with running_daemon(local_settings(tmp_path, slots=4)) as d:
+        client = await d.client()
+        await client.call("clusters.drain", {"name": "local"})
+        jobs = [{"argv": ["true"], "cpus": 3}, {"argv": _ledger_job(ledger, "behind")}]
+        wide, behind = (await client.call("job.submit", {"jobs": jobs}))["ids"]
+        await client.aclose()
+    async with running_daemon(local_settings(tmp_path, slots=2)) as d:
+        client = await d.client()
+        await client.call("clusters.resume", {"name": "local"})
+        done = await wait_terminal(client, [wide, behind], timeout=DEADLINE)
+        assert done[behind]["state"] == "completed"
+        assert done[wide]["state"] == "failed", done[wide]
+        assert "asks for 3 cpus" in done[wide]["reason"] and "2 slots" in done[wide]["reason"]
+        await client.aclose()
