@@ -20,12 +20,33 @@ from schedulerd.drivers.base import ExitRecord, JobRequest
 from schedulerd.errors import ParseError
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: the wrapper's own variables start with this; a job's ``env`` may not set such a name
+RESERVED_ENV_PREFIX = "__sd_"
+#: what the wrapper exports to the job itself; a job's ``env`` may not set these either
+RESERVED_ENV_NAMES = frozenset({"SCHEDULERD_JOB_ID", "SCHEDULERD_ATTEMPT", "SCHEDULERD_JOB_NAME"})
 TRAPPED_SIGNALS = ("TERM", "INT", "HUP", "USR2", "XCPU")
 EXIT_MARKER = "@@schedulerd-exit-file "
 
 
+def env_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one of a job's environment variables, or None."""
+    if not ENV_NAME.match(name):
+        return f"{name!r} is not a valid variable name"
+    if name.startswith(RESERVED_ENV_PREFIX) or name in RESERVED_ENV_NAMES:
+        return (
+            f"{name} is reserved for the job wrapper (names starting with {RESERVED_ENV_PREFIX},"
+            f" {', '.join(sorted(RESERVED_ENV_NAMES))})"
+        )
+    return None
+
+
 def render_wrapper(job: JobRequest, directives: Sequence[str] = ()) -> str:
-    """The whole job script: shebang, scheduler directives, wrapper, user command."""
+    """The whole job script: shebang, scheduler directives, wrapper, user command.
+
+    The job's ``env`` is set only in the subshell that ``exec``s the command: the
+    wrapper's own variables and its ``PATH`` (``date``, ``mv``) stay its own whatever the
+    job sets, so the exit file is always written.
+    """
     q = shlex.quote
     lines = ["#!/bin/sh", *directives]
     lines.append(f"# schedulerd job {job.job_id}, attempt {job.attempt}: {job.name}")
@@ -56,14 +77,20 @@ def render_wrapper(job: JobRequest, directives: Sequence[str] = ()) -> str:
         f"SCHEDULERD_ATTEMPT={job.attempt}; export SCHEDULERD_ATTEMPT",
         f"SCHEDULERD_JOB_NAME={q(job.name)}; export SCHEDULERD_JOB_NAME",
     ]
-    for key, value in job.env.items():
-        if not ENV_NAME.match(key):
-            raise ValueError(f"invalid environment variable name {key!r}")
-        lines.append(f"{key}={q(value)}; export {key}")
     lines += [
         "# a signal before the command starts: it never starts",
         'if [ -n "$__sd_signal" ]; then __sd_record "$__sd_signal_rc"; exit "$__sd_signal_rc"; fi',
-        f"{shlex.join(job.argv)} </dev/null &",
+        "# the job's environment only in the subshell that becomes the command",
+        "(",
+    ]
+    for key, value in job.env.items():
+        problem = env_name_problem(key)
+        if problem is not None:
+            raise ValueError(f"env: {problem}")
+        lines.append(f"{key}={q(value)}; export {key}")
+    lines += [
+        f"exec {shlex.join(job.argv)}",
+        ") </dev/null &",
         "__sd_child=$!",
         "# a signal between the start and the line above found no child to pass it on to",
         'if [ -n "$__sd_signal" ]; then kill -TERM "$__sd_child" 2>/dev/null; fi',

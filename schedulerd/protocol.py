@@ -18,7 +18,12 @@ import msgspec
 from schedulerd.config import parse_duration, parse_memory_mb
 from schedulerd.drivers import staging
 from schedulerd.drivers.batch import login_relative as login_relative  # control.py uses it too
-from schedulerd.drivers.wrapper import ENV_NAME
+from schedulerd.drivers.wrapper import (
+    ENV_NAME,
+    RESERVED_ENV_NAMES,
+    RESERVED_ENV_PREFIX,
+    env_name_problem,
+)
 from schedulerd.errors import (
     ConfigError,
     DependencyCycle,
@@ -377,6 +382,11 @@ def _topological(edges: list[list[int]]) -> list[int]:
 
 _UNSAFE_NAME = re.compile(r"[\s'\"\\$`;]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: a name a job's env may set: valid, and none of the wrapper's own (one regex per job)
+_USER_ENV_NAME = re.compile(
+    "(?!" + "|".join(re.escape(n) + r"\Z" for n in sorted(RESERVED_ENV_NAMES))
+    + "|" + re.escape(RESERVED_ENV_PREFIX) + ")" + ENV_NAME.pattern
+)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -409,9 +419,9 @@ def _row(spec: JobSpecIn, cluster: ClusterView, local_parents: list[int]) -> New
         raise ValueError(f"name {name!r}: use letters, digits and _.+- (at most 200)")
     env = spec.env
     if env:
-        if not all(map(ENV_NAME.match, env)):
-            bad = next(k for k in env if not ENV_NAME.match(k))
-            raise ValueError(f"env: {bad!r} is not a valid variable name")
+        if not all(map(_USER_ENV_NAME.match, env)):
+            bad = next(k for k in env if env_name_problem(k))
+            raise ValueError(f"env: {env_name_problem(bad)}")
         if "\0" in "".join(env.values()):
             bad = next(k for k, v in env.items() if "\0" in v)
             raise ValueError(f"env: {bad} contains a NUL character")
