@@ -711,6 +711,12 @@ def check_socket_path(path: Path) -> bool:
     """True if a socket is at ``path``, False if nothing is; anything else (a regular
     file, a directory, a symlink, ...) is refused and left untouched: only a stale socket
     may be removed to bind a new one."""
+    size = len(os.fsencode(path))
+    if size > 107:  # sockaddr_un.sun_path holds 108 bytes with the final NUL
+        raise ConfigError(
+            f"socket path {path} is too long for a Unix socket ({size} bytes, at most 107):"
+            " choose a shorter one (--socket)"
+        )
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:

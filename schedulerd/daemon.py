@@ -155,6 +155,11 @@ def _state_dir_lock(state_dir: Path) -> Iterator[None]:
 
 
 def _state_dir_problem(state_dir: Path, exc: OSError) -> str:
+    if isinstance(exc, FileExistsError):
+        return (
+            f"the state directory {state_dir} is a file, not a directory: move it away"
+            " (or choose another --state-dir)"
+        )
     return (
         f"cannot use the state directory {state_dir}: {exc.strerror or exc}"
         f"{f' ({exc.filename})' if exc.filename not in (None, str(state_dir)) else ''};"
@@ -199,6 +204,7 @@ async def _run_locked(
         settings_getter=lambda: current["settings"],
         request_shutdown=stop.set,
     )
+    ready = False  # a start that fails says so in one line (main), without a stop log
     try:
         async with anyio.create_task_group() as root:
             await root.start(store.run_writer)
@@ -230,6 +236,7 @@ async def _run_locked(
                 log.info("daemon_ready", socket=str(settings.socket_path), pid=os.getpid(),
                          clusters=sorted(workers), version=__version__)  # fmt: skip
                 sd_notify("READY=1\nSTATUS=ready")
+                ready = True
                 task_status.started()
                 await stop.wait()
                 log.info("daemon_stopping")
@@ -243,7 +250,8 @@ async def _run_locked(
                 with anyio.move_on_after(10):
                     await worker.driver.aclose()
             await store.aclose_connections()
-        log.info("daemon_stopped")
+        if ready:
+            log.info("daemon_stopped")
 
 
 async def _signals(

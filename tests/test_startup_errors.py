@@ -4,13 +4,18 @@ destroyed on the way."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
+import structlog
 
 from tests.harness import daemon_process
 
@@ -119,3 +124,160 @@ def test_a_live_socket_is_not_taken_over(tmp_path: Path) -> None:
         proc = start_daemon("--state-dir", tmp_path / "other", "--socket", sock)
         assert_one_clear_line(proc, str(sock), "another daemon is listening")
         assert first.poll() is None and sock.is_socket()
+
+
+# --- the state directory and the database ----------------------------------------------
+
+
+def make_database(state_dir: Path, jobs: int) -> Path:
+    """A database with ``jobs`` jobs, closed cleanly (its WAL folded back into it)."""
+    from schedulerd.state.store import NewJob, open_store
+
+    path = state_dir / "schedulerd.sqlite3"
+
+    async def fill() -> None:
+        store = await open_store(path)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(store.run_writer)
+                spec = {"argv": ["sh", "-c", "echo a fairly ordinary job"], "env": {"K": "V"}}
+                await store.create_jobs(
+                    [
+                        NewJob(name=f"j{i}", cluster="local", workdir="/w/{id}", spec=spec)
+                        for i in range(jobs)
+                    ]
+                )
+                await store.close()
+        finally:
+            await store.aclose_connections()
+
+    anyio.run(fill)
+    assert not Path(f"{path}-wal").exists()
+    return path
+
+
+def quick_check(path: Path) -> list[str]:
+    db = sqlite3.connect(path)
+    try:
+        return [str(r[0]) for r in db.execute("PRAGMA quick_check")]
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    finally:
+        db.close()
+
+
+def test_random_bytes_in_the_middle_of_the_database_refuse_the_start(tmp_path: Path) -> None:
+    """The daemon used to start on it, accept jobs, and fail later ("database disk image
+    is malformed"), with acknowledged jobs in a damaged file."""
+    state = tmp_path / "state"
+    db = make_database(state, 3000)
+    size = db.stat().st_size
+    page = 4096
+    middle = (size // page // 2) * page
+    noise = random.Random(6).randbytes(4 * page)
+    with open(db, "r+b") as fh:  # four whole pages in the middle: headers and cells
+        fh.seek(middle)
+        fh.write(noise)
+    assert quick_check(db) != ["ok"], "the damage must be one that quick_check sees"
+    damaged = db.read_bytes()
+    proc = start_daemon("--state-dir", state, "--socket", tmp_path / "sd.sock")
+    assert_one_clear_line(proc, str(db), "damaged", ".recover", "backup")
+    assert db.read_bytes() == damaged, "a refused database must be left as it was"
+    assert not (tmp_path / "sd.sock").exists()
+
+
+def test_a_truncated_database_refuses_the_start_without_a_traceback(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    db = make_database(state, 3000)
+    with open(db, "r+b") as fh:
+        fh.truncate(db.stat().st_size // 2)
+    proc = start_daemon("--state-dir", state, "--socket", tmp_path / "sd.sock")
+    assert_one_clear_line(proc, str(db), "damaged")
+
+
+def test_a_file_that_is_not_a_database_refuses_the_start(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "schedulerd.sqlite3").write_bytes(random.Random(7).randbytes(10_000))
+    proc = start_daemon("--state-dir", state, "--socket", tmp_path / "sd.sock")
+    assert_one_clear_line(proc, str(state / "schedulerd.sqlite3"), "damaged")
+
+
+def test_a_database_path_that_is_a_directory_refuses_the_start(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    (state / "schedulerd.sqlite3").mkdir(parents=True)
+    proc = start_daemon("--state-dir", state, "--socket", tmp_path / "sd.sock")
+    assert_one_clear_line(proc, str(state / "schedulerd.sqlite3"), "is a directory", "move it away")
+
+
+def test_a_newer_schema_refuses_the_start(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    db = make_database(state, 1)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA user_version = 999")
+    proc = start_daemon("--state-dir", state, "--socket", tmp_path / "sd.sock")
+    assert_one_clear_line(proc, "schema version 999", "newer", "--state-dir")
+
+
+def test_a_state_dir_that_is_a_file_refuses_the_start(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.write_text("not a directory\n")
+    proc = start_daemon("--state-dir", state, "--socket", tmp_path / "sd.sock")
+    assert_one_clear_line(proc, str(state), "not a directory", "--state-dir")
+    proc = start_daemon("--state-dir", state / "below", "--socket", tmp_path / "sd.sock")
+    assert_one_clear_line(proc, str(state / "below"), "Not a directory", "--state-dir")
+    assert state.read_text() == "not a directory\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes any directory")
+def test_an_unreadable_state_dir_refuses_the_start(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0)
+    try:
+        proc = start_daemon("--state-dir", state, "--socket", tmp_path / "sd.sock")
+    finally:
+        state.chmod(0o700)
+    assert_one_clear_line(proc, str(state), "Permission denied", "--state-dir")
+
+
+def test_a_socket_path_too_long_refuses_the_start(tmp_path: Path) -> None:
+    sock = tmp_path / ("x" * 120)
+    proc = start_daemon("--state-dir", tmp_path / "state", "--socket", sock)
+    assert_one_clear_line(proc, str(sock), "too long", "--socket")
+
+
+def test_a_bad_config_refuses_the_start_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[clusters.x]\nscheduler = "local"\nmax_jobs = "many"\n')
+    proc = start_daemon("--config", config, "--state-dir", tmp_path / "state")
+    assert proc.returncode == 2
+    assert_one_clear_line(proc, "max_jobs")
+    config.write_text("[clusters.x\n")
+    assert_one_clear_line(
+        start_daemon("--config", config, "--state-dir", tmp_path / "state"), str(config)
+    )
+    missing = tmp_path / "missing.toml"
+    assert_one_clear_line(
+        start_daemon("--config", missing, "--state-dir", tmp_path / "state"), str(missing)
+    )
+
+
+def test_the_start_up_check_is_bounded_in_time(tmp_path: Path) -> None:
+    """A check that does not finish within its budget (a huge database on a cold disk)
+    is logged and the daemon starts: a restart must stay within its 5 s target."""
+    from schedulerd.state.store import open_store
+
+    db = make_database(tmp_path / "state", 20_000)
+
+    async def open_with_no_time() -> int:
+        with structlog.testing.capture_logs() as logs:
+            store = await open_store(db, check_seconds=0.0)
+        try:
+            assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+                "store_check_unfinished"
+            ]
+            return (await store.count_by_state())["ready"]
+        finally:
+            await store.aclose_connections()
+
+    assert anyio.run(open_with_no_time) == 20_000
