@@ -218,6 +218,7 @@ def _cluster(name: str, raw: Any, state_dir: Path) -> ClusterConfig:
         values.setdefault("workdir", str(state_dir / "jobs"))
         values.setdefault("poll_interval", 1.0)
         values.setdefault("exit_read_timeout", 30.0)
+        values.setdefault("max_jobs", os.cpu_count() or 1)  # slots: one per core, as by default
         values["transport"] = "local"
     elif not values.get("workdir"):
         raise ConfigError(f"{where}.workdir: required (job directories live there, on the head)")
