@@ -5,15 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
+import shlex
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections import deque
 from datetime import datetime
 from typing import Any, NoReturn
 
-from schedulerd.config import default_socket_path, default_state_dir, load_settings
-from schedulerd.errors import ConfigError, error_class_for_code
+from schedulerd.config import (
+    default_socket_path,
+    default_state_dir,
+    load_settings,
+    parse_duration,
+)
+from schedulerd.errors import ConfigError, JobNotFound, UnknownDependency, error_class_for_code
 
 EXIT_OK = 0
 EXIT_NOT_ALL_COMPLETED = 1
@@ -22,6 +29,9 @@ EXIT_UNREACHABLE = 3
 EXIT_TIMEOUT = 7
 EXIT_CHECK_FAILED = 8
 EXIT_PROTOCOL = 9
+EXIT_STDOUT_CLOSED = 141  # what a shell shows for a command killed by SIGPIPE
+MAX_IDS_PER_CALL = 100_000  # job.states takes at most this many ids
+CLUSTER_CHECK_INTERVAL = 5.0  # wait: seconds between looks at the clusters' health
 
 EXIT_CODES_HELP = """\
 exit status:
@@ -36,9 +46,9 @@ exit status:
   8  cluster check failed
   9  protocol error (malformed request or reply, unknown method, message too large)
  10  internal daemon error
+141  stdout was closed early (e.g. `schedctl ls | head -1`); nothing is reported, as
+     with any command killed by SIGPIPE
 """
-
-TERMINAL = {"completed", "failed", "timeout", "lost", "cancelled", "skipped"}
 
 
 class RemoteError(Exception):
@@ -53,11 +63,42 @@ class RemoteError(Exception):
         return error_class_for_code(self.code).exit_status
 
 
+class StdoutClosed(Exception):
+    """Whoever read our stdout went away (``schedctl ls | head -1``)."""
+
+
+def _out(text: str, *, flush: bool = False) -> None:
+    """Print one line on stdout; a closed stdout raises StdoutClosed, never an OSError
+    that would be mistaken for a lost daemon."""
+    try:
+        sys.stdout.write(text + "\n")
+        if flush:
+            sys.stdout.flush()
+    except BrokenPipeError as exc:
+        raise StdoutClosed from exc
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError as exc:
+        raise StdoutClosed from exc
+
+
+def _err(text: str) -> None:
+    try:
+        print(f"schedctl: {text}", file=sys.stderr, flush=True)
+    except BrokenPipeError:
+        pass  # nobody is listening: nothing to tell
+
+
 class Client:
-    """A blocking JSON-RPC client: one request at a time, notifications queued."""
+    """A blocking JSON-RPC client: one request at a time; notifications that arrive
+    meanwhile are kept for :meth:`next_notification`."""
 
     def __init__(self, path: str, timeout: float | None = 60.0) -> None:
         self.path = path
+        self.timeout = timeout
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
@@ -65,22 +106,39 @@ class Client:
         except OSError as exc:
             self.sock.close()
             raise ConnectionError(f"cannot connect to schedulerd at {path}: {exc.strerror or exc}") from exc
-        self.file = self.sock.makefile("rb")
+        self.buffer = bytearray()
+        self.scanned = 0  # bytes of buffer known to hold no newline
         self.next_id = 1
-        self.pending: list[dict[str, Any]] = []
+        self.pending: deque[dict[str, Any]] = deque()
 
     def close(self) -> None:
-        self.file.close()
         self.sock.close()
 
-    def _read(self) -> dict[str, Any]:
-        line = self.file.readline()
-        if not line:
-            raise ConnectionError("the daemon closed the connection")
-        obj = json.loads(line)
-        if not isinstance(obj, dict):
-            raise ConnectionError(f"unexpected reply {line[:200]!r}")
-        return obj
+    def _read(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next message, or None when none is complete within ``timeout`` seconds
+        (None: wait as long as it takes; 0: only what has already arrived)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            newline = self.buffer.find(b"\n", self.scanned)
+            if newline >= 0:
+                line = bytes(self.buffer[:newline])
+                del self.buffer[: newline + 1]
+                self.scanned = 0
+                if not line.strip():
+                    continue
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ConnectionError(f"unexpected reply {line[:200]!r}")
+                return obj
+            self.scanned = len(self.buffer)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select([self.sock], [], [], left)
+            if not readable:
+                return None
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("the daemon closed the connection")
+            self.buffer += chunk
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         req_id = self.next_id
@@ -88,7 +146,9 @@ class Client:
         message = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params or {}}
         self.sock.sendall(json.dumps(message).encode() + b"\n")
         while True:
-            reply = self._read()
+            reply = self._read(self.timeout)
+            if reply is None:
+                raise TimeoutError(f"no answer to {method} within {self.timeout:.0f} s")
             if "id" not in reply and "method" in reply:
                 self.pending.append(reply)
                 continue
@@ -99,25 +159,16 @@ class Client:
                 raise RemoteError(int(err.get("code", -32603)), str(err.get("message")), err.get("data"))
             return reply.get("result")
 
-    def notifications(self, timeout: float | None) -> Iterator[dict[str, Any]]:
-        """Yield notifications until ``timeout`` (None: forever)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            while self.pending:
-                yield self.pending.pop(0)
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                self.sock.settimeout(left)
-            else:
-                self.sock.settimeout(None)
-            try:
-                reply = self._read()
-            except TimeoutError:
-                return
-            if "method" in reply and "id" not in reply:
-                yield reply
+    def next_notification(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next notification, or None if none came within ``timeout`` (None: forever;
+        0: only one that has already arrived)."""
+        while not self.pending:
+            message = self._read(timeout)
+            if message is None:
+                return None
+            if "method" in message and "id" not in message:
+                return message
+        return self.pending.popleft()
 
 
 # --- formatting ---------------------------------------------------------------------------
@@ -136,20 +187,38 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _show(job: dict[str, Any]) -> str:
-    keys = ["id", "name", "state", "exit_code", "attempt", "max_attempts", "cluster", "queue",
-            "native_id", "campaign", "reason", "created_at", "queued_at", "started_at",
-            "finished_at", "workdir", "stdout", "stderr", "argv", "after"]  # fmt: skip
+    keys = ["id", "name", "state", "final", "exit_code", "attempt", "max_attempts", "cluster",
+            "queue", "cpus", "memory", "walltime", "account", "env", "native_id", "campaign",
+            "reason", "created_at", "queued_at", "started_at", "finished_at", "workdir",
+            "stdout", "stderr", "argv", "after"]  # fmt: skip
     lines = []
     for key in keys:
-        value = job.get(key)
+        value: Any = job.get(key)
         if key.endswith("_at"):
             value = _time(value)
+        elif key == "final":
+            value = "-" if value is None else ("yes" if value else "no")
+        elif key == "memory":
+            value = "-" if job.get("memory_mb") is None else f"{job['memory_mb']} MB"
+        elif key == "walltime":
+            value = _walltime(job.get("walltime_s"))
+        elif key == "env":
+            value = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted((value or {}).items())) or "-"
         elif key == "argv":
             value = " ".join(json.dumps(a) if " " in a or not a else a for a in value or [])
-        elif value is None or value == []:
+        elif key == "after":
+            value = " ".join(map(str, value or [])) or "-"
+        elif value is None:
             value = "-"
         lines.append(f"{key + ':':<14}{value}")
     return "\n".join(lines)
+
+
+def _walltime(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}:{rest // 60:02}:{rest % 60:02}"
 
 
 def _event_line(ev: dict[str, Any]) -> str:
@@ -172,8 +241,16 @@ def _parse_env(items: list[str]) -> dict[str, str]:
 
 
 def _usage(message: str) -> NoReturn:
-    print(f"schedctl: {message}", file=sys.stderr)
+    _err(message)
     raise SystemExit(EXIT_USAGE)
+
+
+def _duration(text: str) -> float:
+    """argparse type for ``--timeout``: ``90``, ``2s``, ``5m``, ``1h30m``, ``01:30:00``."""
+    try:
+        return parse_duration(text, what="--timeout")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from exc
 
 
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
@@ -195,17 +272,22 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         job["after"] = args.after
     if args.retries:
         job["retries"] = args.retries
-    result = client.call("job.submit", {"job": job})
-    if args.json:
-        print(json.dumps({"id": result["id"]}))
-    else:
-        print(result["id"])
+    try:
+        result = client.call("job.submit", {"job": job})
+    except RemoteError as exc:
+        if exc.code == UnknownDependency.code and isinstance(exc.data, dict):
+            missing = exc.data.get("missing") or []
+            if missing:  # say which option: the daemon only knows the field "after"
+                raise RemoteError(exc.code, f"--after {missing[0]}: no job with id {missing[0]}",
+                                  exc.data) from exc  # fmt: skip
+        raise
+    _out(json.dumps({"id": result["id"]}) if args.json else str(result["id"]))
     return EXIT_OK
 
 
 def cmd_show(client: Client, args: argparse.Namespace) -> int:
     job = client.call("job.get", {"id": args.id})
-    print(json.dumps(job) if args.json else _show(job))
+    _out(json.dumps(job) if args.json else _show(job))
     return EXIT_OK
 
 
@@ -218,14 +300,14 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     result = client.call("job.list", params)
     jobs = result["jobs"]
     if args.json:
-        print(json.dumps({"jobs": jobs, "next": result.get("next")}))
+        _out(json.dumps({"jobs": jobs, "next": result.get("next")}))
         return EXIT_OK
     rows = [
         [str(j["id"]), j["name"], j["state"], "-" if j["exit_code"] is None else str(j["exit_code"]),
          str(j["attempt"]), j["cluster"], j["native_id"] or "-", _time(j["created_at"])]
         for j in jobs
     ]  # fmt: skip
-    print(_table(rows, ["ID", "NAME", "STATE", "EXIT", "TRY", "CLUSTER", "NATIVE_ID", "CREATED"]))
+    _out(_table(rows, ["ID", "NAME", "STATE", "EXIT", "TRY", "CLUSTER", "NATIVE_ID", "CREATED"]))
     return EXIT_OK
 
 
@@ -238,62 +320,131 @@ def _cmd_action(method: str):  # type: ignore[no-untyped-def]
                 _usage("--if-version goes with a single job")
         result = client.call(method, params)
         if args.json:
-            print(json.dumps(result))
+            _out(json.dumps(result))
         else:
             for job in result["jobs"]:
-                print(f"{job['id']}\t{job['state']}")
+                _out(f"{job['id']}\t{job['state']}")
         return EXIT_OK
 
     return run
 
 
+def _campaign_ids(client: Client, campaign: str) -> list[int]:
+    ids: list[int] = []
+    params: dict[str, Any] = {"campaign": campaign, "limit": 10000}
+    while True:
+        page = client.call("job.list", params)
+        ids += [j["id"] for j in page["jobs"]]
+        if page.get("next") is None:
+            break
+        params["before"] = page["next"]
+    if not ids:
+        raise RemoteError(JobNotFound.code, f"campaign {campaign!r} has no jobs")
+    return ids
+
+
+def _job_states(client: Client, ids: list[int]) -> tuple[int, dict[int, dict[str, Any]]]:
+    """job.states over any number of ids: the smallest cursor of the calls (a
+    subscription from it misses nothing) and each job's state; unknown ids are an error."""
+    cursor: int | None = None
+    states: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(ids), MAX_IDS_PER_CALL):
+        result = client.call("job.states", {"ids": ids[start : start + MAX_IDS_PER_CALL]})
+        missing = result["missing"]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise RemoteError(JobNotFound.code, f"no job with id {missing[0]}{more}",
+                              {"missing": missing[:100]})  # fmt: skip
+        cursor = result["cursor"] if cursor is None else min(cursor, result["cursor"])
+        states.update((j["id"], j) for j in result["jobs"])
+    return cursor or 0, states
+
+
+class ClusterWatch:
+    """Tells a waiting user (on stderr) when a cluster their jobs wait on is degraded,
+    once per change, looking at ``clusters.list`` at most every few seconds."""
+
+    def __init__(self, client: Client, interval: float = CLUSTER_CHECK_INTERVAL) -> None:
+        self.client = client
+        self.interval = interval
+        self.next_check = time.monotonic()
+        self.seen: dict[str, tuple[bool, str | None]] = {}
+
+    def seconds_left(self) -> float:
+        return max(0.0, self.next_check - time.monotonic())
+
+    def check(self, clusters: set[str]) -> None:
+        if time.monotonic() < self.next_check:
+            return
+        self.next_check = time.monotonic() + self.interval
+        for status in self.client.call("clusters.list")["clusters"]:
+            name = status.get("name")
+            if name not in clusters:
+                continue
+            now = (bool(status.get("degraded")), status.get("degraded_reason"))
+            before = self.seen.get(name, (False, None))
+            self.seen[name] = now
+            if now == before:
+                continue
+            if now[0]:
+                why = _one_line(now[1] or status.get("last_error") or "its polls fail")
+                _err(f"waiting on cluster {name}, which is degraded: {why}")
+            else:
+                _err(f"cluster {name} is no longer degraded")
+
+
 def cmd_wait(client: Client, args: argparse.Namespace) -> int:
+    """Block until every job is final (job.get's ``final``), at a cost that follows the
+    changes: one ``job.states`` for the set, then only the jobs whose events arrive."""
     if args.campaign:
-        ids: list[int] = []
-        before = None
-        while True:
-            page = client.call("job.list", {"campaign": args.campaign, "limit": 10000,
-                                            "before": before} if before else
-                               {"campaign": args.campaign, "limit": 10000})  # fmt: skip
-            ids += [j["id"] for j in page["jobs"]]
-            before = page.get("next")
-            if before is None:
-                break
-        if not ids:
-            raise RemoteError(-32001, f"campaign {args.campaign!r} has no jobs")
+        ids = _campaign_ids(client, args.campaign)
     elif args.ids:
-        ids = list(args.ids)
+        ids = list(dict.fromkeys(args.ids))
     else:
         _usage("wait needs job ids or --campaign")
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    # subscribe first, then read states: no transition can slip between the two
-    client.call("events.subscribe", {"ids": ids} if len(ids) <= 1000 else {})
-    states = {jid: client.call("job.get", {"id": jid})["state"] for jid in ids}
-    wanted = set(ids)
-    while any(s not in TERMINAL for s in states.values()):
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            break
-        for note in client.notifications(timeout=left if left is None else min(left, 30)):
-            ev = note.get("params", {})
-            if ev.get("job_id") in wanted:
-                states[ev["job_id"]] = ev["to"]
-                if all(s in TERMINAL for s in states.values()):
-                    break
-    done = all(s in TERMINAL for s in states.values())
+    # read the states, then follow the log from a cursor taken before that read: a
+    # change in between arrives as an event too, and a second look costs nothing
+    cursor, states = _job_states(client, ids)
+    waiting = {jid for jid, job in states.items() if not job["final"]}
+    if waiting:
+        client.call("events.subscribe", {"since": cursor, "ids": ids})
+        watch = ClusterWatch(client)
+        while waiting:
+            watch.check({states[jid]["cluster"] for jid in waiting})
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            wake = watch.seconds_left() if left is None else min(left, watch.seconds_left())
+            note = client.next_notification(timeout=wake)
+            if note is None:
+                continue
+            changed = {note["params"]["job_id"]}
+            while len(changed) < MAX_IDS_PER_CALL and (note := client.next_notification(0)):
+                changed.add(note["params"]["job_id"])
+            _, fresh = _job_states(client, sorted(changed & states.keys()))
+            for jid, job in fresh.items():
+                states[jid] = job
+                if job["final"]:
+                    waiting.discard(jid)
+                else:
+                    waiting.add(jid)
+    timed_out = bool(waiting)
     if args.json:
-        print(json.dumps({"jobs": [{"id": j, "state": s} for j, s in states.items()],
-                          "timed_out": not done}))  # fmt: skip
-    elif not done:
-        waiting = [j for j, s in states.items() if s not in TERMINAL]
-        print(f"timed out; still running: {' '.join(map(str, waiting[:20]))}", file=sys.stderr)
+        _out(json.dumps({"jobs": [{"id": j["id"], "state": j["state"], "final": j["final"],
+                                   "exit_code": j["exit_code"]} for j in states.values()],
+                         "timed_out": timed_out}))  # fmt: skip
+    elif timed_out:
+        rest = sorted(waiting)
+        more = f" (and {len(rest) - 20} more)" if len(rest) > 20 else ""
+        _err(f"timed out; not final yet: {' '.join(map(str, rest[:20]))}{more}")
     else:
-        for jid, state in states.items():
-            if state != "completed":
-                print(f"{jid}\t{state}")
-    if not done:
+        for jid, final in states.items():
+            if final["state"] != "completed":
+                _out(f"{jid}\t{final['state']}")
+    if timed_out:
         return EXIT_TIMEOUT
-    return EXIT_OK if all(s == "completed" for s in states.values()) else EXIT_NOT_ALL_COMPLETED
+    return EXIT_OK if all(j["state"] == "completed" for j in states.values()) else EXIT_NOT_ALL_COMPLETED
 
 
 def cmd_events(client: Client, args: argparse.Namespace) -> int:
@@ -305,41 +456,41 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
             if args.json and not args.follow:
                 collected.append(ev)
             elif args.json:
-                print(json.dumps(ev), flush=True)
+                _out(json.dumps(ev), flush=True)
             else:
-                print(_event_line(ev), flush=True)
+                _out(_event_line(ev), flush=True)
         cursor = page["cursor"]
         if len(page["events"]) < 10000:
             break
     if args.json and not args.follow:
-        print(json.dumps({"events": collected, "cursor": cursor}))
+        _out(json.dumps({"events": collected, "cursor": cursor}))
     if not args.follow:
         return EXIT_OK
     client.call("events.subscribe", {"since": cursor})
-    for note in client.notifications(timeout=None):
+    while (note := client.next_notification(timeout=None)) is not None:
         ev = note["params"]
-        print(json.dumps(ev) if args.json else _event_line(ev), flush=True)
+        _out(json.dumps(ev) if args.json else _event_line(ev), flush=True)
     return EXIT_OK
 
 
 def cmd_ping(client: Client, args: argparse.Namespace) -> int:
     result = client.call("daemon.ping")
-    print(json.dumps(result) if args.json else f"pong (schedulerd {result['version']})")
+    _out(json.dumps(result) if args.json else f"pong (schedulerd {result['version']})")
     return EXIT_OK
 
 
 def cmd_info(client: Client, args: argparse.Namespace) -> int:
     info = client.call("daemon.info")
     if args.json:
-        print(json.dumps(info))
+        _out(json.dumps(info))
         return EXIT_OK
-    print(f"schedulerd {info['version']}  pid {info['pid']}  up {info['uptime']:.0f}s")
-    print(f"socket:   {info['socket']}\ndatabase: {info['database']}")
+    _out(f"schedulerd {info['version']}  pid {info['pid']}  up {info['uptime']:.0f}s")
+    _out(f"socket:   {info['socket']}\ndatabase: {info['database']}")
     jobs = info["jobs"]
-    print("jobs:     " + (", ".join(f"{k} {v}" for k, v in sorted(jobs.items())) or "none"))
+    _out("jobs:     " + (", ".join(f"{k} {v}" for k, v in sorted(jobs.items())) or "none"))
     rows = [[c["name"], c["scheduler"], c["host"] or "-", str(c["max_jobs"]),
              c["last_error"] or "ok"] for c in info["clusters"]]  # fmt: skip
-    print(_table(rows, ["CLUSTER", "SCHEDULER", "HOST", "MAX_JOBS", "STATUS"]))
+    _out(_table(rows, ["CLUSTER", "SCHEDULER", "HOST", "MAX_JOBS", "STATUS"]))
     return EXIT_OK
 
 
@@ -347,28 +498,28 @@ def cmd_clusters(client: Client, args: argparse.Namespace) -> int:
     if args.action is None:
         result = client.call("clusters.list")
         if args.json:
-            print(json.dumps({"clusters": result["clusters"]}))
+            _out(json.dumps({"clusters": result["clusters"]}))
             return EXIT_OK
         rows = [[c["name"], c["scheduler"], c["host"] or "-", str(c["max_jobs"]),
                  str(c["foreign_jobs"]), "yes" if c["draining"] else "no", _time(c["last_poll"]),
                  _one_line(c["last_error"])] for c in result["clusters"]]  # fmt: skip
-        print(_table(rows, ["NAME", "SCHEDULER", "HOST", "MAX_JOBS", "FOREIGN", "DRAINING",
-                            "LAST_POLL", "LAST_ERROR"]))  # fmt: skip
+        _out(_table(rows, ["NAME", "SCHEDULER", "HOST", "MAX_JOBS", "FOREIGN", "DRAINING",
+                           "LAST_POLL", "LAST_ERROR"]))  # fmt: skip
         return EXIT_OK
     if args.action == "check":
         report = client.call("clusters.check", {"name": args.name})
         if args.json:
-            print(json.dumps(report))
+            _out(json.dumps(report))
         else:
             for check in report["checks"]:
                 status = "ok" if check["ok"] else "FAIL"
-                print(f"{status:<4}  {check['name']:<8}  {_one_line(check['detail'])}")
+                _out(f"{status:<4}  {check['name']:<8}  {_one_line(check['detail'])}")
         return EXIT_OK if report["ok"] else EXIT_CHECK_FAILED
     status = client.call(f"clusters.{args.action}", {"name": args.name})
     if args.json:
-        print(json.dumps(status))
+        _out(json.dumps(status))
     else:
-        print(f"{status['name']}\t{'draining' if status['draining'] else 'accepting jobs'}")
+        _out(f"{status['name']}\t{'draining' if status['draining'] else 'accepting jobs'}")
     return EXIT_OK
 
 
@@ -378,7 +529,7 @@ def _one_line(text: str | None) -> str:
 
 def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
     result = client.call("daemon.shutdown")
-    print(json.dumps(result) if args.json else "stopping")
+    _out(json.dumps(result) if args.json else "stopping")
     return EXIT_OK
 
 
@@ -397,18 +548,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("submit", parents=[common], help="submit one job: submit [options] -- CMD [ARG...]")
-    p.add_argument("--cluster")
-    p.add_argument("--queue")
-    p.add_argument("--name")
-    p.add_argument("--cpus", type=int)
-    p.add_argument("--memory", help="e.g. 4G, 512M")
-    p.add_argument("--walltime", help="e.g. 1h, 30m, 01:00:00")
-    p.add_argument("--account")
-    p.add_argument("--workdir")
-    p.add_argument("--env", action="append", default=[], metavar="K=V")
-    p.add_argument("--after", action="append", type=int, default=[], metavar="ID")
-    p.add_argument("--retries", type=int, default=0)
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("--cluster", help="configured cluster to run on (default: local, else the first)")
+    p.add_argument("--queue", help="batch queue or partition (default: the cluster's default_queue)")
+    p.add_argument("--name", help="job name: letters, digits and _.+- (default: the command's name)")
+    p.add_argument("--cpus", type=int, metavar="N", help="cores to request")
+    p.add_argument("--memory", help="memory to request, e.g. 4G, 512M")
+    p.add_argument("--walltime", help="run time limit, e.g. 1h, 30m, 01:00:00; the job ends timeout")
+    p.add_argument("--account", help="account or project to charge")
+    p.add_argument("--workdir", metavar="DIR",
+                   help="directory the job runs in, on the cluster; {id} becomes the job id "
+                        "(default: <cluster workdir>/<id>)")  # fmt: skip
+    p.add_argument("--env", action="append", default=[], metavar="K=V",
+                   help="set an environment variable for the job (repeatable)")  # fmt: skip
+    p.add_argument("--after", action="append", type=int, default=[], metavar="ID",
+                   help="start only once job ID completed; skipped if it does not (repeatable)")  # fmt: skip
+    p.add_argument("--retries", type=int, default=0, metavar="N",
+                   help="run a job that ends failed, timeout or lost again, up to N more times: "
+                        "N+1 attempts in all (default 0: one attempt)")  # fmt: skip
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("show", parents=[common], help="one job")
@@ -416,11 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("ls", parents=[common], help="jobs, newest first")
-    p.add_argument("--state")
-    p.add_argument("--campaign")
-    p.add_argument("--cluster")
-    p.add_argument("--name")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--state", help="only jobs in this state")
+    p.add_argument("--campaign", help="only jobs of this campaign")
+    p.add_argument("--cluster", help="only jobs of this cluster")
+    p.add_argument("--name", help="only jobs of this name")
+    p.add_argument("--limit", type=int, default=100, help="at most this many jobs (default 100)")
     p.set_defaults(func=cmd_ls)
 
     for name in ("cancel", "hold", "release", "retry"):
@@ -429,15 +586,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--if-version", type=int, help="only if the job is still at this version")
         p.set_defaults(func=_cmd_action(f"job.{name}"))
 
-    p = sub.add_parser("wait", parents=[common], help="block until jobs are terminal")
+    p = sub.add_parser("wait", parents=[common],
+                       help="block until jobs are final; exit 0 only if all completed")  # fmt: skip
     p.add_argument("ids", type=int, nargs="*", metavar="ID")
-    p.add_argument("--campaign")
-    p.add_argument("--timeout", type=float)
+    p.add_argument("--campaign", help="wait for every job of this campaign")
+    p.add_argument("--timeout", type=_duration, metavar="DURATION",
+                   help="give up after this long (90, 90s, 5m, 1h30m, 01:30:00); exit 7")  # fmt: skip
     p.set_defaults(func=cmd_wait)
 
     p = sub.add_parser("events", parents=[common], help="the event log")
-    p.add_argument("--follow", "-f", action="store_true")
-    p.add_argument("--since", type=int, default=0)
+    p.add_argument("--follow", "-f", action="store_true", help="keep streaming new events")
+    p.add_argument("--since", type=int, default=0, metavar="CURSOR", help="only events after this cursor")
     p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("clusters", parents=[common], help="heads: list, check, drain, resume")
@@ -469,6 +628,23 @@ def resolve_socket(flag: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # also after argparse printed --help and exited
+    except (StdoutClosed, BrokenPipeError):
+        # Only stdout gets here: every write to the daemon's socket is inside _run, whose
+        # handlers report a broken socket as a lost daemon (exit 3). Like a command killed
+        # by SIGPIPE: no message; stdout goes to /dev/null so that the interpreter's last
+        # flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_STDOUT_CLOSED
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "json"):
@@ -480,7 +656,9 @@ def main(argv: list[str] | None = None) -> int:
         _report(args, EXIT_UNREACHABLE, str(exc), -32000)
         return EXIT_UNREACHABLE
     try:
-        return int(args.func(client, args))
+        status = int(args.func(client, args))
+        _flush_stdout()
+        return status
     except RemoteError as exc:
         _report(args, exc.exit_status, exc.message, exc.code, exc.data)
         return exc.exit_status
@@ -501,10 +679,9 @@ def _report(args: argparse.Namespace, status: int, message: str, code: int, data
         body: dict[str, Any] = {"error": {"code": code, "message": message}}
         if data is not None:
             body["error"]["data"] = data
-        print(json.dumps(body))
+        _out(json.dumps(body))
     else:
-        print(f"schedctl: {message}", file=sys.stderr)
-
+        _err(message)
 
 
 if __name__ == "__main__":

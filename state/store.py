@@ -152,6 +152,18 @@ class NewJob(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JobState:
+    """What a waiter needs to know of a job (see :meth:`Store.job_states`)."""
+
+    id: int
+    state: State
+    attempt: int
+    max_attempts: int
+    exit_code: int | None
+    cluster: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Change:
     """A requested transition of one job (compare-and-set on state and version)."""
 
@@ -361,8 +373,9 @@ class Store:
                 missing = [p for p in parent_ids if p not in parent_states]
                 if missing:
                     raise UnknownDependency(
-                        f"no job with id {', '.join(map(str, missing[:10]))}"
-                        + (" ..." if len(missing) > 10 else ""),
+                        (f"after: no job with id {missing[0]}" if len(missing) == 1 else
+                         f"after: no jobs with ids {', '.join(map(str, missing[:10]))}"
+                         + (" ..." if len(missing) > 10 else "")),
                         data={"missing": missing[:100]},
                     )
                 row = await _fetchone(db, "SELECT COALESCE(MAX(id), 0) FROM jobs")
@@ -743,6 +756,11 @@ class Store:
         rows = await _fetchall(self._reader, sql, args)
         return [Job.from_row(r) for r in rows]
 
+    async def cluster_has_jobs(self, cluster: str) -> bool:
+        """Whether any job (in any state) belongs to ``cluster``."""
+        row = await _fetchone(self._reader, "SELECT 1 FROM jobs WHERE cluster = ? LIMIT 1", (cluster,))
+        return row is not None
+
     async def jobs_in_states(self, cluster: str, states: Iterable[State]) -> list[Job]:
         wanted = [s.value for s in states]
         rows = await _fetchall(
@@ -786,6 +804,24 @@ class Store:
             args = (cursor, limit)
         rows = await _fetchall(self._reader, sql, args)
         return [Event.from_row(r) for r in rows]
+
+    async def job_states(self, job_ids: Sequence[int]) -> tuple[int, list[JobState]]:
+        """The newest event cursor, then the state of each of ``job_ids`` that exists (in
+        id order), read by one statement however many ids there are: they travel as one
+        JSON array. The cursor is read first, so every change made after the states were
+        read has an event with a greater cursor (a subscription from it misses nothing)."""
+        cursor = await self.last_event_id()
+        rows = await _fetchall(
+            self._reader,
+            "SELECT id, state, attempt, max_attempts, exit_code, cluster FROM jobs"
+            " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (_encode(list(job_ids)).decode(),),
+        )
+        return cursor, [
+            JobState(id=int(r[0]), state=State(r[1]), attempt=int(r[2]), max_attempts=int(r[3]),
+                     exit_code=r[4], cluster=str(r[5]))
+            for r in rows
+        ]  # fmt: skip
 
     async def last_event_id(self) -> int:
         row = await _fetchone(self._reader, "SELECT COALESCE(MAX(id), 0) FROM events")
@@ -913,7 +949,8 @@ def _all_or_nothing(errors: dict[int, SchedulerdError]) -> SchedulerdError:
         refused.append(entry)
     extra = f" (and {len(errors) - 1} more; nothing was changed)" if len(errors) > 1 else ""
     message = first.message
-    if not message.startswith(f"job {first_id} "):
+    # "no job with id N" names the job already
+    if not message.startswith(f"job {first_id} ") and not isinstance(first, JobNotFound):
         message = f"job {first_id}: {message}"
     return type(first)(f"{message}{extra}", data={"refused": refused[:100]})
 

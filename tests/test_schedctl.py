@@ -105,7 +105,8 @@ def test_submit_wait_show_ls(sock: str, tmp_path: Path) -> None:
     jid = submit(sock, "--name", "greet", "--env", "WHO=world", "--cpus", "1", "--memory", "64M",
                  "--walltime", "5m", "--", "sh", "-c", 'echo "hello $WHO"')  # fmt: skip
     waited = ctl_json(sock, "wait", str(jid), "--timeout", WAIT, timeout=WAIT_CTL)
-    assert waited == {"jobs": [{"id": jid, "state": "completed"}], "timed_out": False}
+    assert waited == {"jobs": [{"id": jid, "state": "completed", "final": True, "exit_code": 0}],
+                      "timed_out": False}  # fmt: skip
     job = ctl_json(sock, "show", str(jid))
     for key in ("id", "name", "state", "exit_code", "attempt", "cluster", "native_id", "campaign",
                 "created_at", "started_at", "finished_at", "workdir", "stdout", "stderr"):  # fmt: skip
@@ -138,7 +139,8 @@ def test_submit_wait_show_ls(sock: str, tmp_path: Path) -> None:
 def test_wait_on_a_failed_job_exits_1(sock: str) -> None:
     jid = submit(sock, "--", "sh", "-c", "exit 3")
     waited = ctl_json(sock, "wait", str(jid), "--timeout", WAIT, status=1, timeout=WAIT_CTL)
-    assert waited == {"jobs": [{"id": jid, "state": "failed"}], "timed_out": False}
+    assert waited == {"jobs": [{"id": jid, "state": "failed", "final": True, "exit_code": 3}],
+                      "timed_out": False}  # fmt: skip
     human = ctl(sock, "wait", str(jid))
     assert human.returncode == 1 and human.stdout.split() == [str(jid), "failed"]
     assert ctl_json(sock, "show", str(jid))["exit_code"] == 3
