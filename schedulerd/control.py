@@ -399,12 +399,28 @@ async def _create_in_chunks(
             except anyio.BrokenResourceError:
                 pass  # the store gave up (unknown parent, shutting down)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(produce)
-        try:
-            return await ctx.store.create_jobs_from(count, the_plan.existing_parents, receive)
-        finally:
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            try:
+                return await ctx.store.create_jobs_from(count, the_plan.existing_parents, receive)
+            finally:
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # the client hears the store's error itself ("database or disk is full", an
+        # unknown parent, ...), not "unhandled errors in a TaskGroup"
+        sole = _sole_error(group)
+        if sole is group:
+            raise
+        raise sole from None  # its own traceback still says where it came from
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside (nested) exception groups, or the group if there are more."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+        inner = inner.exceptions[0]
+    return inner
 
 
 async def job_get(conn: Connection, params: P.Params) -> Any:

@@ -17,6 +17,7 @@ import functools
 import json
 import math
 import operator
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -288,6 +289,10 @@ class Store:
                     op.result = await op.fn(db)
                 except Exception as exc:
                     op.error = exc
+                    if not db.in_transaction:
+                        # SQLite rolled the whole transaction back (a full disk, an I/O
+                        # error): the batch's other operations are undone too, for that cause
+                        raise
                     await db.execute("ROLLBACK TO op")
                 await db.execute("RELEASE op")
             await db.execute("COMMIT")
@@ -299,7 +304,10 @@ class Store:
                 pass
             for op in batch:
                 if op.error is None:
-                    op.error = SchedulerdError(f"database write failed: {exc}")
+                    op.error = (
+                        _write_error(exc) if isinstance(exc, sqlite3.Error)
+                        else SchedulerdError(f"database write failed: {exc}")
+                    )  # fmt: skip
         for op in batch:
             op.done.set()
         self._commits += 1
@@ -319,6 +327,8 @@ class Store:
         with anyio.CancelScope(shield=True):
             # the write goes ahead regardless; never leave before knowing its outcome
             await op.done.wait()
+        if isinstance(op.error, sqlite3.Error):
+            raise _write_error(op.error) from op.error
         if op.error is not None:
             raise op.error
         return op.result  # type: ignore[no-any-return]
@@ -839,6 +849,15 @@ class Store:
 _encode = msgspec.json.Encoder().encode
 
 
+def _write_error(exc: sqlite3.Error) -> SchedulerdError:
+    """A failed write as the caller hears it (never a bare sqlite3 error, whatever path
+    the write took): what happened, and that nothing of it was stored."""
+    message = f"the database could not be written ({exc}); nothing of this request was stored"
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        message += ": free space on the file system of the state directory"
+    return SchedulerdError(message)
+
+
 async def _fetchall(db: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> list[Any]:
     """Run a query and read all of its rows in ONE call on the connection's thread.
 
@@ -1140,6 +1159,10 @@ async def _open_connections(path: Path) -> Store:
                 " (json_each); schedulerd needs SQLite 3.38 or later, or one built with JSON1"
             ) from exc
         await _migrate(writer)
+        if pages := os.environ.get("SCHEDULERD_TEST_MAX_PAGES"):
+            # for tests only: a database that is full at this many pages (SQLITE_FULL),
+            # as a full disk would make it
+            await writer.execute(f"PRAGMA max_page_count = {int(pages)}")
         reader = await aiosqlite.connect(path, isolation_level=None)
         opened.append(reader)
         await reader.execute("PRAGMA query_only=ON")

@@ -17,8 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schedulerd.errors import SchedulerdError
 from schedulerd.state.machine import State
 from schedulerd.state.store import JobFilter, NewJob, Store, open_store
+from tests.harness import RpcError, local_settings, running_daemon
 
 
 @asynccontextmanager
@@ -191,3 +193,60 @@ async def test_a_cancelled_read_does_not_freeze_what_later_reads_see(tmp_path: P
             assert (await store.get_job(new)).id == new
             assert (await store.list_jobs(JobFilter(), before_id=None, limit=1))[0].id == new
         assert (await store.count_by_state())["ready"] == 3000 + 10
+
+
+# --- a full disk --------------------------------------------------------------------------
+
+FULL_AT_PAGES = "60"  # 240 KB: the schema fits, a 300 KB call does not
+
+
+async def test_a_full_database_says_so_on_every_write_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLITE_FULL (as a full disk gives it) reaches the caller as a SchedulerdError that
+    says "database or disk is full", on the one-chunk path and the chunked one alike, and
+    the store goes on working for what still fits."""
+    monkeypatch.setenv("SCHEDULERD_TEST_MAX_PAGES", FULL_AT_PAGES)
+    async with store_at(tmp_path / "db.sqlite3") as store:
+        big = NewJob(name="big", cluster="c", workdir="/w", spec={"argv": ["x" * 300_000]})
+        with pytest.raises(SchedulerdError, match="database or disk is full") as small_path:
+            await store.create_jobs([big])
+        assert type(small_path.value) is SchedulerdError and "nothing" in small_path.value.message
+        send, receive = anyio.create_memory_object_stream[Any](4)
+        spec = {"argv": ["y" * 100]}
+        many = [NewJob(name=f"j{i}", cluster="c", workdir="/w/{id}", spec=spec) for i in range(3000)]
+        await send.send(many[:1500])
+        await send.send(many[1500:])
+        send.close()
+        with pytest.raises(SchedulerdError, match="database or disk is full"):
+            await store.create_jobs_from(3000, [], receive)
+        tiny = NewJob(name="s", cluster="c", workdir="/w", spec={"argv": ["x"]})
+        (small,) = await store.create_jobs([tiny])
+        assert (await store.get_job(small)).name == "s"
+    assert _rows(tmp_path / "db.sqlite3", "SELECT COUNT(*) FROM jobs") == [(1,)]
+
+
+async def test_a_full_disk_answers_the_same_on_the_socket_for_small_and_chunked_submits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunked path (params over 256 KiB) answered "unhandled errors in a TaskGroup
+    (1 sub-exception)" where the small one said "database or disk is full"."""
+    monkeypatch.setenv("SCHEDULERD_TEST_MAX_PAGES", FULL_AT_PAGES)
+    async with running_daemon(local_settings(tmp_path)) as d:
+        client = await d.client()
+        try:
+            errors = []
+            small = {"job": {"argv": ["echo", "x" * 200_000]}}
+            chunked = {"jobs": [{"argv": ["echo", "y" * 100, str(i)]} for i in range(3000)]}
+            assert len(json.dumps(chunked)) > 256 * 1024 > len(json.dumps(small))
+            for params in (small, chunked):
+                with pytest.raises(RpcError) as caught:
+                    await client.call("job.submit", params)
+                errors.append(caught.value)
+            for error in errors:
+                assert error.code == -32603
+                assert "database or disk is full" in error.message, error.message
+                assert "TaskGroup" not in error.message
+            assert (await client.call("job.submit", {"job": {"argv": ["true"]}}))["id"] == 1
+        finally:
+            await client.aclose()
