@@ -67,13 +67,24 @@ class StdoutClosed(Exception):
     """Whoever read our stdout went away (``schedctl ls | head -1``)."""
 
 
-def _out(text: str, *, flush: bool = False) -> None:
-    """Print one line on stdout; a closed stdout raises StdoutClosed, never an OSError
-    that would be mistaken for a lost daemon."""
+def _out(text: str) -> None:
+    """Print one line on stdout, all of it now; a closed stdout raises StdoutClosed, never
+    an OSError that would be mistaken for a lost daemon.
+
+    Written with os.write until every byte is out: an unbuffered stdout
+    (PYTHONUNBUFFERED) takes a short write when the reader goes away in the middle of
+    it, and TextIOWrapper would drop the rest without a word."""
     try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (an embedding program's)
         sys.stdout.write(text + "\n")
-        if flush:
-            sys.stdout.flush()
+        return
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    view = memoryview((text + "\n").encode(encoding, errors="replace"))
+    try:
+        sys.stdout.flush()  # whatever print() left in its buffer goes first
+        while view:
+            view = view[os.write(fd, view) :]
     except BrokenPipeError as exc:
         raise StdoutClosed from exc
 
@@ -87,7 +98,7 @@ def _flush_stdout() -> None:
 
 def _err(text: str) -> None:
     try:
-        print(f"schedctl: {text}", file=sys.stderr, flush=True)
+        print(f"schedctl: {text}", file=sys.stderr)
     except BrokenPipeError:
         pass  # nobody is listening: nothing to tell
 
@@ -456,9 +467,9 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
             if args.json and not args.follow:
                 collected.append(ev)
             elif args.json:
-                _out(json.dumps(ev), flush=True)
+                _out(json.dumps(ev))
             else:
-                _out(_event_line(ev), flush=True)
+                _out(_event_line(ev))
         cursor = page["cursor"]
         if len(page["events"]) < 10000:
             break
@@ -469,7 +480,7 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
     client.call("events.subscribe", {"since": cursor})
     while (note := client.next_notification(timeout=None)) is not None:
         ev = note["params"]
-        _out(json.dumps(ev) if args.json else _event_line(ev), flush=True)
+        _out(json.dumps(ev) if args.json else _event_line(ev))
     return EXIT_OK
 
 

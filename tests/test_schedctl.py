@@ -307,3 +307,151 @@ def test_shutdown(tmp_path: Path) -> None:
         human = ctl(path, "shutdown")
         assert human.returncode == 0 and human.stdout.strip() == "stopping"
         assert proc.wait(timeout=30) == 0
+
+
+# --- issue 6: the user's side -------------------------------------------------------------
+
+
+def _many_pending(sock: str, count: int) -> int:
+    """A running parent and ``count`` children waiting for it; returns the parent's id."""
+    from schedulerd.cli import Client
+
+    client = Client(sock)
+    try:
+        parent = client.call("job.submit", {"job": {"argv": ["sleep", "300"]}})["id"]
+        client.call("job.submit", {"jobs": [{"argv": ["true"], "after": [parent]}] * count})
+        return int(parent)
+    finally:
+        client.close()
+
+
+def test_closed_stdout_is_quiet_not_a_lost_daemon(tmp_path: Path) -> None:
+    """`schedctl ... | head -1`: was "lost the daemon: Broken pipe", exit 3. Now exit 141
+    without a word, as a command killed by SIGPIPE (each output here is > 64 KiB, more
+    than a pipe holds, so schedctl is still writing when head exits)."""
+    with start(tmp_path):
+        sock = str(tmp_path / "sd.sock")
+        parent = _many_pending(sock, 2000)
+        try:
+            for command in (["ls", "--limit", "2000"], ["events"], ["events", "--follow"],
+                            ["--json", "events", "--follow"]):  # fmt: skip
+                errors = tmp_path / "stderr"
+                schedctl = " ".join([sys.executable, "-m", "schedulerd.cli", "--socket", sock,
+                                     *command])  # fmt: skip
+                done = subprocess.run(
+                    ["bash", "-c", f'{schedctl} 2>"$1" | head -1; echo "status=${{PIPESTATUS[0]}}"',
+                     "bash", str(errors)],
+                    capture_output=True, text=True, timeout=60, check=False,
+                )  # fmt: skip
+                lines = done.stdout.splitlines()
+                assert len(lines) == 2 and lines[1] == "status=141", (command, done.stdout[-300:])
+                assert errors.read_text() == "", command
+            assert lines[0].startswith("{"), lines[0]
+        finally:
+            ctl(sock, "cancel", str(parent))
+
+
+def test_a_broken_socket_to_the_daemon_is_still_exit_3(tmp_path: Path) -> None:
+    """The peer stops reading after its first reply: schedctl's next request meets EPIPE,
+    the same BrokenPipeError a closed stdout gives, and must still say it lost the daemon."""
+    import socket
+    import threading
+
+    path = tmp_path / "fake.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+    finished = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = json.loads(conn.makefile("rb").readline())
+            conn.shutdown(socket.SHUT_RD)  # a send to this end now fails with EPIPE
+            job = {"id": 1, "state": "running", "final": False, "exit_code": None, "cluster": "local"}
+            reply = {"jsonrpc": "2.0", "id": request["id"],
+                     "result": {"jobs": [job], "missing": [], "cursor": 0}}  # fmt: skip
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+            finished.wait(60)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        done = ctl(str(path), "wait", "1")
+        assert done.returncode == 3, (done.stdout, done.stderr)
+        assert done.stdout == ""
+        assert "lost the daemon" in done.stderr and "Broken pipe" in done.stderr, done.stderr
+    finally:
+        finished.set()
+        thread.join(timeout=10)
+        listener.close()
+
+
+def test_show_text_has_the_whole_spec(sock: str) -> None:
+    jid = submit(sock, "--name", "spec", "--cpus", "1", "--memory", "64M", "--walltime", "1h30m",
+                 "--env", "WHO=the world", "--env", "A=1", "--retries", "2", "--", "sleep", "300")  # fmt: skip
+    try:
+        text = ctl(sock, "show", str(jid)).stdout
+        for line in ("cpus:         1", "memory:       64 MB", "walltime:     1:30:00",
+                     "env:          A=1 WHO='the world'", "max_attempts: 3", "final:        no",
+                     "argv:         sleep 300"):  # fmt: skip
+            assert line in text.splitlines(), (line, text)
+    finally:
+        ctl(sock, "cancel", str(jid))
+    assert "final:        yes" in ctl(sock, "show", str(jid)).stdout.splitlines()
+
+
+def test_every_submit_option_has_help() -> None:
+    import argparse
+
+    from schedulerd.cli import build_parser
+
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    submit_parser = commands.choices["submit"]
+    options = [a for a in submit_parser._actions if a.dest not in ("help", "json")]
+    assert {a.dest for a in options} >= {"cluster", "queue", "name", "cpus", "memory", "walltime",
+                                         "account", "workdir", "env", "after", "retries"}  # fmt: skip
+    for action in options:
+        assert action.help, f"submit {action.option_strings or action.dest} has no help"
+    retries = next(a for a in options if a.dest == "retries")
+    assert "N+1 attempts" in str(retries.help)
+    text = subprocess.run([sys.executable, "-m", "schedulerd.cli", "submit", "--help"],
+                          capture_output=True, text=True, timeout=30, check=False).stdout  # fmt: skip
+    assert "N+1 attempts" in " ".join(text.split())
+
+
+def test_ls_of_an_unknown_cluster_is_an_error(sock: str) -> None:
+    human = ctl(sock, "ls", "--cluster", "nope")
+    assert human.returncode == 6 and human.stdout == ""
+    assert human.stderr == "schedctl: no cluster named 'nope'\n"
+    err = ctl_json(sock, "ls", "--cluster", "nope", status=6)["error"]
+    assert err["code"] == -32006 and err["data"] == {"clusters": ["local"]}
+    assert ctl_json(sock, "ls", "--cluster", "local")["jobs"] is not None
+
+
+def test_ls_of_a_cluster_removed_from_the_config_still_lists_its_jobs(tmp_path: Path) -> None:
+    config = tmp_path / "schedulerd.toml"
+    config.write_text(CONFIG + '\n[clusters.old]\nscheduler = "local"\npoll_interval = "0.2s"\n')
+    with daemon_process(tmp_path / "state", tmp_path / "sd.sock", config):
+        path = str(tmp_path / "sd.sock")
+        jid = submit(path, "--cluster", "old", "--", "true")
+        ctl_json(path, "wait", str(jid), "--timeout", WAIT, timeout=WAIT_CTL)
+    config.write_text(CONFIG)
+    with daemon_process(tmp_path / "state", tmp_path / "sd.sock", config):
+        assert [j["id"] for j in ctl_json(path, "ls", "--cluster", "old")["jobs"]] == [jid]
+        assert ctl(path, "ls", "--cluster", "older").returncode == 6
+
+
+def test_unknown_job_messages_name_the_id_once(sock: str) -> None:
+    for command in ("show", "cancel", "hold", "release", "retry", "wait"):
+        human = ctl(sock, command, "999999")
+        assert human.returncode == 4, command
+        assert human.stderr == "schedctl: no job with id 999999\n", (command, human.stderr)
+
+
+def test_unknown_dependency_says_it_is_a_dependency(sock: str) -> None:
+    human = ctl(sock, "submit", "--after", "999999", "--", "true")
+    assert human.returncode == 6
+    assert human.stderr == "schedctl: --after 999999: no job with id 999999\n"
+    err = ctl_json(sock, "submit", "--after", "999999", "--", "true", status=6)["error"]
+    assert err["code"] == -32004 and err["data"] == {"missing": [999999]}
