@@ -97,7 +97,9 @@ def render_submit_program(dialect: Dialect, jobs: Sequence[JobRequest]) -> str:
         "__sd_e=$(mktemp) || exit 97",
         "trap 'rm -f -- \"$__sd_e\"' EXIT",
         '__sd_home=$(pwd)',
-        f"mkdir -p -- {' '.join(map(q, dirs))} 2>/dev/null",
+        # job folders we create are private (0700); the umask stays in the subshell,
+        # so the batch system never sees it (sbatch would pass it on to the job)
+        f"(umask 077 && mkdir -p -- {' '.join(map(q, dirs))}) 2>/dev/null",
         f"rm -f -- {' '.join(q(job.exit_path) for job in jobs)}",
     ]
     for path, content in files.items():

@@ -29,21 +29,23 @@ import contextlib
 import os
 import posixpath
 import random
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import anyio
 import asyncssh
 import structlog
 
-from schedulerd.drivers.transport import CommandResult
+from schedulerd.drivers.transport import CommandResult, make_private_dirs
 from schedulerd.errors import ConfigError, TransportError
 
 _CLOSE_GRACE = 5.0  # seconds to wait for a connection to finish closing
 _CHANNEL_CLOSE_GRACE = 2.0  # seconds to wait for the head to confirm a channel's close
 _COMMAND_PREVIEW = 200  # characters of a command quoted in error messages
+_TRANSFER_CHUNK = 1 << 20  # bytes per SFTP read/write call (asyncssh splits them further)
 
 _logger = structlog.get_logger(__name__)
 
@@ -368,24 +370,47 @@ class SSHTransport:
         return CommandResult(_decode(completed.stdout), _decode(completed.stderr), exit_status)
 
     async def upload(self, local_path: str, remote_path: str) -> None:
-        """Copy a local file to the head over SFTP, creating the remote parent folders."""
+        """Copy a local file to the head over SFTP, creating the remote parent folders
+        (0700). The copy gets the local file's mode (never wider); whatever was at
+        ``remote_path`` is removed first, so a symlink there is never written through."""
 
         async def put(sftp: asyncssh.SFTPClient) -> None:
             parent = posixpath.dirname(remote_path)
             if parent and parent != "/":
-                await sftp.makedirs(parent, exist_ok=True)
-            await sftp.put(local_path, remote_path)
+                await sftp.makedirs(parent, attrs=asyncssh.SFTPAttrs(permissions=0o700),
+                                    exist_ok=True)  # fmt: skip
+            with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+                await sftp.remove(remote_path)
+            async with await anyio.open_file(local_path, "rb") as source:
+                mode = stat.S_IMODE((await anyio.Path(local_path).stat()).st_mode)
+                # created owner-only (O_EXCL: a link planted meanwhile makes it fail),
+                # given the source's mode once written
+                target = await sftp.open(remote_path, "xb", _private(mode), encoding=None)
+                async with target:
+                    while chunk := await source.read(_TRANSFER_CHUNK):
+                        await target.write(chunk)
+                    await target.chmod(mode)
 
         await self._transfer(f"upload {local_path} -> {remote_path}", put)
 
     async def download(self, remote_path: str, local_path: str) -> None:
-        """Copy a file from the head over SFTP, creating the local parent folders."""
+        """Copy a file from the head over SFTP, creating the local parent folders
+        (0700). The copy gets the remote file's mode (never wider); whatever was at
+        ``local_path`` is replaced, never written through."""
 
         async def get(sftp: asyncssh.SFTPClient) -> None:
-            await sftp.get(remote_path, local_path)
+            async with await sftp.open(remote_path, "rb", encoding=None) as source:
+                attrs = await source.stat()
+                mode = stat.S_IMODE(attrs.permissions if attrs.permissions is not None else 0o600)
+                target = await anyio.to_thread.run_sync(_create_private, local_path, mode)
+                async with target:
+                    # encoding=None: the SFTP file reads bytes
+                    while chunk := cast(bytes, await source.read(_TRANSFER_CHUNK)):
+                        await target.write(chunk)
+                    await anyio.to_thread.run_sync(os.fchmod, target.wrapped.fileno(), mode)
 
         try:
-            await anyio.Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+            await anyio.to_thread.run_sync(make_private_dirs, os.path.dirname(local_path))
         except OSError as exc:
             raise TransportError(
                 f"ssh {self.label}: download {remote_path}: cannot create the local folder "
@@ -573,6 +598,19 @@ class SSHTransport:
                 command=_preview(str(process.command)),
                 waited=_CHANNEL_CLOSE_GRACE,
             )
+
+
+def _private(mode: int) -> asyncssh.SFTPAttrs:
+    return asyncssh.SFTPAttrs(permissions=mode & 0o700)
+
+
+def _create_private(path: str, mode: int) -> anyio.AsyncFile[bytes]:
+    """A new local file, owner-only until the caller gives it ``mode``; whatever was at
+    ``path`` (a file, a symlink) is replaced, never written through."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return anyio.wrap_file(os.fdopen(os.open(path, flags, mode & 0o700), "wb"))
 
 
 def _expand_all(paths: tuple[str, ...]) -> tuple[str, ...]:

@@ -6,6 +6,10 @@ transport). Outputs are glob patterns relative to the job's workdir; after the j
 ONE remote command lists the matching files (NUL-separated) and each is downloaded to
 ``<outputs dir>/<job id>/<attempt>/<relative path>``.
 
+Permissions are never widened: a copy (either way) gets its source's mode, folders we
+create (on the head by the upload, here for outputs) are 0700, and an output that is a
+symlink leading outside the job's workdir is not copied (see ``parse_output_listing``).
+
 The listing command hands every pattern to ``sh -c`` as a quoted positional argument
 (invariant 6). Inside, ``$p`` is expanded unquoted with ``IFS`` empty: the only
 expansion a pattern undergoes is pathname expansion (globbing) -- expansion results are
@@ -29,7 +33,7 @@ from typing import Any
 import anyio
 
 from schedulerd.drivers.base import JobRequest
-from schedulerd.drivers.transport import Transport
+from schedulerd.drivers.transport import Transport, make_private_dirs
 from schedulerd.errors import InvalidSpec, RemoteCommandError, SchedulerdError
 
 MAX_INPUTS = 1000
@@ -39,11 +43,19 @@ RESERVED_NAMES = frozenset({".schedulerd"})
 
 # $1: the workdir; then the patterns. IFS= turns off field splitting, so ``$p`` is only
 # globbed; paths climbing out of the workdir (``.*/x`` can match ``../x``) are dropped.
+# It prints ``W<physical workdir>`` and, per regular file (or symlink to one),
+# ``F<name>`` and the physical path of what would be copied: a symlink resolved with
+# ``readlink -f`` (empty when that cannot resolve it), any other file through its folder's
+# ``pwd -P`` -- so the caller can refuse whatever leads outside the workdir.
 LIST_OUTPUTS_SCRIPT = (
-    'IFS=; cd -- "$1" || exit 3; shift; '
+    'IFS=; cd -- "$1" || exit 3; shift; W=$(pwd -P) || exit 3; printf "W%s\\0" "$W"; '
     'for p in "$@"; do for f in $p; do '
     'case "$f" in ..|../*|*/..|*/../*) continue ;; esac; '
-    '[ -f "$f" ] && printf "%s\\0" "$f"; '
+    '[ -f "$f" ] || continue; '
+    'if [ -L "$f" ]; then r=$(readlink -f -- "$f" 2>/dev/null) || r=; '
+    'else case "$f" in */*) r=$(cd -P -- "${f%/*}" 2>/dev/null && pwd -P)/${f##*/} || r= ;; '
+    '*) r=$W/$f ;; esac; fi; '
+    'printf "F%s\\0%s\\0" "$f" "$r"; '
     "done; done; exit 0"
 )
 
@@ -120,20 +132,60 @@ def safe_relative_name(name: str) -> str | None:
     return "/".join(parts)
 
 
-def parse_output_listing(stdout: str) -> list[str]:
-    """The NUL-separated listing -> safe relative names, in order, without duplicates.
-    Names that are not safe are dropped."""
-    names: list[str] = []
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputListing:
+    """What the listing command found: ``files`` as (name relative to the workdir,
+    physical path on the head to copy), and the names refused, with why."""
+
+    files: list[tuple[str, str]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+def _inside(root: str, path: str) -> bool:
+    base = root.rstrip("/")
+    return path == root or path.startswith(base + "/")
+
+
+def parse_output_listing(stdout: str) -> OutputListing:
+    """The listing's records -> safe relative names, in order, without duplicates.
+
+    Names that are not plain relative paths are dropped. A file whose physical path is
+    outside the workdir (a symlink, or a symlinked folder, leading out of it) is not
+    copied: it is refused with an error entry, so ``ln -s ~/.ssh/id_rsa out.dat`` in a
+    job never brings that key back (nor do we copy the link itself: a link pointing
+    outside means nothing next to the outputs). A symlink that stays inside is copied
+    as the file it points to.
+    """
+    fields = stdout.split("\0")
+    root: str | None = None
+    listing = OutputListing()
     seen: set[str] = set()
-    for raw in stdout.split("\0"):
-        if not raw:
+    i = 0
+    while i < len(fields):
+        record = fields[i]
+        i += 1
+        if record.startswith("W") and root is None:
+            root = record[1:]
             continue
+        if not record.startswith("F") or i >= len(fields):
+            continue
+        raw, physical = record[1:], fields[i]
+        i += 1
         name = safe_relative_name(raw)
         if name is None or name in seen:
             continue
         seen.add(name)
-        names.append(name)
-    return names
+        if root is None or not root.startswith("/"):
+            listing.refused.append(f"{name}: not copied: the workdir's location is unknown")
+        elif not physical.startswith("/"):
+            listing.refused.append(f"{name}: not copied: a symbolic link that cannot be resolved")
+        elif not _inside(root, physical) or ".." in physical.split("/"):
+            listing.refused.append(
+                f"{name}: not copied: it leads outside the job's workdir (to {physical})"
+            )
+        else:
+            listing.files.append((name, physical))
+    return listing
 
 
 def output_dir(root: str, job_id: int, attempt: int) -> str:
@@ -200,18 +252,19 @@ async def stage_out(
             exit_status=res.exit_status,
             stderr=res.stderr,
         )
-    names = parse_output_listing(res.stdout)
-    result = StageOutResult(directory=local_dir)
-    if not names:
+    listing = parse_output_listing(res.stdout)
+    result = StageOutResult(directory=local_dir, errors=list(listing.refused))
+    if not listing.files:
         return result
-    await anyio.Path(local_dir).mkdir(parents=True, exist_ok=True)
-    for name in names:
+    await anyio.to_thread.run_sync(make_private_dirs, local_dir)
+    for name, physical in listing.files:
         target = os.path.join(local_dir, *name.split("/"))
         if not _stays_inside(local_dir, target):
             result.errors.append(f"{name}: refused (leaves {local_dir})")
             continue
         try:
-            await transport.download(f"{workdir.rstrip('/')}/{name}", target)
+            # the physical path the listing checked, not the name (which may be a link)
+            await transport.download(physical, target)
         except (OSError, SchedulerdError) as exc:
             # one file failing (gone meanwhile, permissions) does not stop the others
             result.errors.append(f"{name}: {exc}")

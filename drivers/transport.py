@@ -24,6 +24,42 @@ class CommandResult:
     exit_status: int
 
 
+def make_private_dirs(path: str) -> None:
+    """``mkdir -p`` whose new folders are 0700 (existing ones are left as they are)."""
+    missing: list[str] = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+
+
+def copy_private(src: str, dst: str) -> None:
+    """Copy ``src`` to ``dst`` with ``src``'s permission bits (never wider). A file or
+    symlink at ``dst`` is replaced, never written through; the new file is readable by
+    its owner only until the copy is complete."""
+    make_private_dirs(os.path.dirname(dst))
+    with open(src, "rb") as source:
+        mode = os.fstat(source.fileno()).st_mode & 0o777
+        try:
+            os.unlink(dst)
+        except FileNotFoundError:
+            pass
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(dst, flags, mode & 0o700)
+        with os.fdopen(fd, "wb") as target:
+            while chunk := source.read(1 << 20):
+                target.write(chunk)
+            os.fchmod(target.fileno(), mode)
+
+
 class Transport(Protocol):
     """A place where commands run: this machine, or a head node over SSH."""
 
@@ -34,11 +70,13 @@ class Transport(Protocol):
         ...
 
     async def upload(self, local_path: str, remote_path: str) -> None:
-        """Copy a file to the head (SFTP for SSH)."""
+        """Copy a file to the head (SFTP for SSH). Missing parent folders are created
+        0700; the copy gets the source's mode (never wider) and replaces whatever was
+        at ``remote_path`` without following a symlink there."""
         ...
 
     async def download(self, remote_path: str, local_path: str) -> None:
-        """Copy a file from the head (SFTP for SSH)."""
+        """Copy a file from the head (SFTP for SSH), with the same rules as ``upload``."""
         ...
 
     async def aclose(self) -> None:
@@ -81,9 +119,7 @@ class LocalTransport:
         await self._copy(remote_path, local_path)
 
     async def _copy(self, src: str, dst: str) -> None:
-        data = await anyio.Path(src).read_bytes()
-        await anyio.Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        await anyio.Path(dst).write_bytes(data)
+        await anyio.to_thread.run_sync(copy_private, src, dst)
 
     async def aclose(self) -> None:
         return None

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shlex
 import signal
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -386,6 +387,54 @@ async def test_sftp_round_trip_creates_parent_folders(tmp_path: Path) -> None:
         assert server.connection_count == 1
 
 
+async def _check_private_copies(transport: SSHTransport, tmp_path: Path) -> None:
+    """Copies keep their source's mode, new folders are 0700, a symlink at the
+    destination is replaced rather than written through (both ways)."""
+    old_umask = os.umask(0o022)  # what a default copy would turn into 0644
+    try:
+        source = tmp_path / "private.txt"
+        source.write_text("mine\n")
+        source.chmod(0o600)
+        victim = tmp_path / "victim.txt"
+        victim.write_text("untouched\n")
+        remote = tmp_path / "head" / "job" / "private.txt"
+        remote.parent.mkdir(parents=True)
+        remote.symlink_to(victim)  # planted by an earlier job
+        await transport.upload(str(source), str(remote))
+        assert not remote.is_symlink() and remote.read_text() == "mine\n"
+        assert victim.read_text() == "untouched\n"
+        assert stat.S_IMODE(remote.stat().st_mode) == 0o600
+        fresh = tmp_path / "head" / "new" / "deeper" / "x.txt"
+        await transport.upload(str(source), str(fresh))
+        for folder in (fresh.parent, fresh.parent.parent):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        remote.chmod(0o640)
+        back = tmp_path / "outputs" / "1" / "private.txt"
+        back.parent.mkdir(parents=True)
+        back.symlink_to(victim)
+        await transport.download(str(remote), str(back))
+        assert not back.is_symlink() and back.read_text() == "mine\n"
+        assert stat.S_IMODE(back.stat().st_mode) == 0o640
+        assert victim.read_text() == "untouched\n"
+        readonly = tmp_path / "readonly.txt"
+        readonly.write_text("old\n")
+        readonly.chmod(0o400)
+        await transport.download(str(remote), str(readonly))  # a copy replaces what was there
+        assert readonly.read_text() == "mine\n"
+        deep = tmp_path / "outputs" / "2" / "sub" / "y.txt"
+        await transport.download(str(fresh), str(deep))
+        assert stat.S_IMODE(deep.stat().st_mode) == 0o600
+        for folder in (deep.parent, deep.parent.parent):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    finally:
+        os.umask(old_umask)
+
+
+async def test_sftp_copies_are_never_wider_than_their_source(tmp_path: Path) -> None:
+    async with running_ssh_server(tmp_path) as server, SSHTransport(server.options()) as transport:
+        await _check_private_copies(transport, tmp_path)
+
+
 # --- the real OpenSSH server -----------------------------------------------------------------
 
 
@@ -445,6 +494,13 @@ async def test_sshd_sftp_round_trip(tmp_path: Path) -> None:
             await transport.download(str(remote), str(back))
     assert remote.read_bytes() == payload
     assert back.read_bytes() == payload
+
+
+@pytest.mark.sshd
+async def test_sshd_sftp_copies_are_never_wider_than_their_source(tmp_path: Path) -> None:
+    with running_sshd(tmp_path) as sshd:
+        async with SSHTransport(sshd.options()) as transport:
+            await _check_private_copies(transport, tmp_path)
 
 
 @pytest.mark.sshd

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shlex
 import sqlite3
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -56,9 +58,30 @@ def test_output_patterns_are_checked() -> None:
             staging.validate_output_patterns(bad)
 
 
+def _listing(*records: tuple[str, str], root: str = "/w") -> str:
+    return f"W{root}\0" + "".join(f"F{name}\0{physical}\0" for name, physical in records)
+
+
+def names_of(listing: staging.OutputListing) -> list[str]:
+    return [name for name, _ in listing.files]
+
+
 def test_listing_names_never_leave_the_folder() -> None:
-    listing = "a.dat\0./b.dat\0../up\0/abs\0sub/../../x\0sub//c\0a.dat\0\0"
-    assert staging.parse_output_listing(listing) == ["a.dat", "b.dat", "sub/c"]
+    names = ["a.dat", "./b.dat", "../up", "/abs", "sub/../../x", "sub//c", "a.dat"]
+    listing = staging.parse_output_listing(_listing(*((n, f"/w/{n}") for n in names)))
+    assert listing.files == [("a.dat", "/w/a.dat"), ("b.dat", "/w/./b.dat"), ("sub/c", "/w/sub//c")]
+    assert listing.refused == []
+
+
+def test_listing_refuses_what_leads_outside_the_workdir() -> None:
+    listing = staging.parse_output_listing(_listing(
+        ("in.dat", "/w/in.dat"), ("alias.dat", "/w/sub/real.dat"), ("key.dat", "/home/a/.ssh/id"),
+        ("near.dat", "/w2/x"), ("dangling.dat", ""), ("up.dat", "/w/../etc/passwd")))  # fmt: skip
+    assert listing.files == [("in.dat", "/w/in.dat"), ("alias.dat", "/w/sub/real.dat")]
+    assert [r.split(":")[0] for r in listing.refused] == ["key.dat", "near.dat", "dangling.dat", "up.dat"]
+    assert "outside the job's workdir (to /home/a/.ssh/id)" in listing.refused[0]
+    # no root record: nothing can be checked, so nothing is copied
+    assert staging.parse_output_listing("Fa.dat\0/w/a.dat\0").files == []
 
 
 @pytest.mark.parametrize("shell", ["sh", "bash", "dash"])
@@ -79,8 +102,34 @@ def test_listing_command_only_globs(tmp_path: Path, shell: str) -> None:
     argv = shlex.split(command)
     argv[0] = shell
     proc = subprocess.run(argv, capture_output=True, text=True, check=True)
-    assert staging.parse_output_listing(proc.stdout) == ["a.dat", "sp ace.dat", "sub/c.dat"]
+    listing = staging.parse_output_listing(proc.stdout)
+    assert names_of(listing) == ["a.dat", "sp ace.dat", "sub/c.dat"] and not listing.refused
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash", "dash"])
+def test_listing_command_resolves_symlinks(tmp_path: Path, shell: str) -> None:
+    if subprocess.run(["sh", "-c", f"command -v {shell}"], capture_output=True, check=False).returncode:
+        pytest.skip(f"no {shell}")
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    (work / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.dat").write_text("secret")
+    (work / "sub" / "real.dat").write_text("real")
+    (work / "plain.dat").write_text("plain")
+    (work / "alias.dat").symlink_to("sub/real.dat")  # stays inside: copied
+    (work / "leak.dat").symlink_to(outside / "secret.dat")  # leads out: refused
+    (work / "gone.dat").symlink_to(tmp_path / "missing")  # no file: not listed at all
+    (work / "linked").symlink_to(outside)  # a folder that leads out
+    argv = shlex.split(staging.list_outputs_command(str(work), ["*.dat", "linked/*.dat", "sub/*"]))
+    argv[0] = shell
+    proc = subprocess.run(argv, capture_output=True, text=True, check=True)
+    listing = staging.parse_output_listing(proc.stdout)
+    real = work.resolve()
+    assert listing.files == [("alias.dat", str(real / "sub/real.dat")),
+                             ("plain.dat", str(real / "plain.dat")),
+                             ("sub/real.dat", str(real / "sub/real.dat"))]  # fmt: skip
+    assert [r.split(":")[0] for r in listing.refused] == ["leak.dat", "linked/secret.dat"]
 
 
 # --- local cluster ----------------------------------------------------------------------------
@@ -251,3 +300,93 @@ async def test_unreachable_head_during_stage_in_keeps_job_submitting_then_retrie
         assert job["state"] == "completed" and job["attempt"] == 1
         assert await anyio.Path(job["stdout"]).read_text() == "late\n"
         assert [j["name"] for j in c.head.jobs()] == [f"sd-{jid}-1"]
+
+
+# --- permissions are never widened ---------------------------------------------------------
+
+LEAKY_OUTPUTS = (
+    "umask 022; echo mine > private.dat; chmod 600 private.dat; echo open > open.dat;"
+    " ln -s private.dat alias.dat; ln -s {secret} leak.dat; mkdir -p sub; ln -s {outside} linked"
+)
+
+
+@pytest.fixture
+def open_umask() -> Any:
+    """The usual umask 022, so a copy made with default permissions would be 0644."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def _private_input(tmp_path: Path) -> Path:
+    source = tmp_path / "data" / "input.txt"
+    source.parent.mkdir()
+    source.write_text("only mine\n")
+    source.chmod(0o600)
+    return source
+
+
+def _outside(tmp_path: Path) -> tuple[Path, Path]:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    secret = outside / "secret.dat"
+    secret.write_text("not for the outputs\n")
+    secret.chmod(0o600)
+    return outside, secret
+
+
+def _check_fetched(fetched: Path, result: dict[str, Any]) -> None:
+    assert sorted(result["files"]) == ["alias.dat", "open.dat", "private.dat"], result
+    assert sorted(e.split(":")[0] for e in result["errors"]) == ["leak.dat", "linked/secret.dat"]
+    assert (fetched / "private.dat").read_text() == "mine\n"
+    assert mode(fetched / "private.dat") == 0o600  # not 0644
+    assert (fetched / "alias.dat").read_text() == "mine\n" and mode(fetched / "alias.dat") == 0o600
+    assert mode(fetched / "open.dat") == 0o644
+    assert not (fetched / "leak.dat").exists() and not (fetched / "linked").exists()
+    assert mode(fetched) == 0o700 and mode(fetched.parent) == 0o700
+
+
+async def test_local_staging_keeps_modes_and_refuses_links_out(tmp_path: Path, open_umask: Any) -> None:
+    source = _private_input(tmp_path)
+    outside, secret = _outside(tmp_path)
+    settings = local_settings(tmp_path)
+    async with running_daemon(settings) as d:
+        client = await d.client()
+        res = await client.call("job.submit", {"job": {
+            "argv": ["sh", "-c", LEAKY_OUTPUTS.format(secret=secret, outside=outside)],
+            "inputs": [str(source)], "outputs": ["*.dat", "linked/*.dat"]}})  # fmt: skip
+        jid = res["id"]
+        job = (await wait_terminal(client, [jid]))[jid]
+        await client.aclose()
+    assert job["state"] == "completed", job
+    staged = Path(job["workdir"]) / "input.txt"
+    assert staged.read_text() == "only mine\n" and mode(staged) == 0o600
+    assert mode(Path(job["workdir"])) == 0o700
+    fetched = settings.state_dir / "outputs" / str(jid) / "1"
+    _check_fetched(fetched, result_of(settings, jid)["outputs"])
+
+
+async def test_ssh_staging_keeps_modes_and_refuses_links_out(tmp_path: Path, open_umask: Any) -> None:
+    source = _private_input(tmp_path)
+    outside, secret = _outside(tmp_path)
+    async with fake_cluster(tmp_path, "slurm") as c:
+        res = await c.client.call("job.submit", {"job": {
+            "argv": ["sh", "-c", LEAKY_OUTPUTS.format(secret=secret, outside=outside)],
+            "inputs": [str(source)], "outputs": ["*.dat", "linked/*.dat"]}})  # fmt: skip
+        plain = await c.client.call("job.submit", {"job": {"argv": ["true"]}})
+        jid = res["id"]
+        jobs = await wait_terminal(c.client, [jid, plain["id"]], timeout=60)
+        settings = c.daemon.settings
+    job = jobs[jid]
+    assert job["state"] == "completed", job
+    staged = Path(job["workdir"]) / "input.txt"
+    assert staged.read_text() == "only mine\n" and mode(staged) == 0o600
+    for each in jobs.values():  # created by the upload, or by the submit program
+        workdir = Path(each["workdir"])
+        assert mode(workdir) == 0o700 and mode(workdir / ".schedulerd") == 0o700, each
+    fetched = settings.state_dir / "outputs" / str(jid) / "1"
+    _check_fetched(fetched, result_of(settings, jid)["outputs"])
