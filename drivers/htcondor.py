@@ -131,6 +131,99 @@ def _check(what: str, value: str) -> str:
     return value
 
 
+def _check_path(what: str, value: str) -> str:
+    """A path for a submit command: one line, no macro, no double quote (condor_submit
+    turns it into a ClassAd string and older versions do not escape quotes)."""
+    _check(what, value)
+    if '"' in value:
+        raise ValueError(f"{what} must not contain a double quote: {value!r}")
+    return value
+
+
+# --- what a job may ask for (checked at job.submit) -------------------------------------------
+
+#: ClassAd integers are 64 bits, but execute slots advertise ``Cpus`` and ``Memory`` (MB)
+#: as C ints: a request above INT_MAX never matches any slot
+MAX_CPUS = 2**31 - 1
+MAX_MEMORY_MB = 2**31 - 1
+MAX_WALLTIME_S = 2**63 - 1
+
+_WHY_OURS = "schedulerd writes it (one job, one run: script, directory, output paths, name, walltime)"
+#: submit commands (lower case) a job's directives may not set, and why
+FORBIDDEN_COMMANDS: dict[str, str] = {
+    "executable": _WHY_OURS,
+    "transfer_executable": _WHY_OURS,
+    "universe": "the job wrapper runs in the vanilla universe",
+    "initialdir": "use the workdir field",
+    "output": "use the workdir field (stdout goes to <workdir>/<submit name>.out)",
+    "error": "use the workdir field (stderr goes to <workdir>/<submit name>.err)",
+    "log": _WHY_OURS,
+    "batch_name": "schedulerd finds the job again by the name it gives it",
+    "periodic_remove": "it carries the walltime",
+    "periodic_hold": "it keeps an evicted job from running twice (use the requeue field)",
+    "periodic_hold_reason": "it keeps an evicted job from running twice (use the requeue field)",
+    "on_exit_remove": "a job kept in the queue after it exits would run again",
+    "max_retries": "a retried job would run several times (use the retries field)",
+    "retry_until": "a retried job would run several times (use the retries field)",
+}
+#: the same, as job ClassAd attributes (``+Attr = ...`` / ``MY.Attr = ...``), lower case
+FORBIDDEN_ATTRIBUTES: dict[str, str] = {
+    "cmd": _WHY_OURS,
+    "transferexecutable": _WHY_OURS,
+    "jobuniverse": FORBIDDEN_COMMANDS["universe"],
+    "iwd": FORBIDDEN_COMMANDS["initialdir"],
+    "out": FORBIDDEN_COMMANDS["output"],
+    "err": FORBIDDEN_COMMANDS["error"],
+    "userlog": _WHY_OURS,
+    "jobbatchname": FORBIDDEN_COMMANDS["batch_name"],
+    "periodicremove": FORBIDDEN_COMMANDS["periodic_remove"],
+    "periodichold": FORBIDDEN_COMMANDS["periodic_hold"],
+    "onexitremove": FORBIDDEN_COMMANDS["on_exit_remove"],
+    "schedulerdjobid": _WHY_OURS,
+    "schedulerdattempt": _WHY_OURS,
+}
+_ASSIGNMENT = re.compile(r"\s*(\+|(?i:my)\.)?([A-Za-z_][A-Za-z0-9_.]*)\s*=")
+
+
+def forbidden_directives(directives: Sequence[str]) -> list[str]:
+    """One problem per directive that is not a plain ``name = value`` line (``queue``,
+    ``include``, ``if``, a trailing backslash that would continue onto our next line) or
+    that sets a submit command or job attribute schedulerd writes itself."""
+    problems = []
+    for directive in directives:
+        text = directive.strip()
+        shown = f"directive {text!r}"
+        if not text or text.startswith("#"):
+            continue
+        if text.endswith("\\"):
+            problems.append(f"{shown}: a trailing backslash would continue onto the next line")
+            continue
+        if re.match(r"(?i)queue\b", text):
+            problems.append(f"{shown}: queue is not allowed (schedulerd queues exactly one job)")
+            continue
+        match = _ASSIGNMENT.match(text)
+        if match is None:
+            problems.append(f"{shown}: only 'name = value' lines are allowed")
+            continue
+        attribute, name = match.group(1) is not None, match.group(2).lower()
+        why = (FORBIDDEN_ATTRIBUTES if attribute else FORBIDDEN_COMMANDS).get(name)
+        if why is not None:
+            problems.append(f"{shown}: {match.group(0).rstrip('= ').strip()} is not allowed: {why}")
+    return problems
+
+
+def validate_job(job: JobRequest) -> list[str]:
+    """Why condor_submit could never take ``job``; empty when it can."""
+    problems = forbidden_directives(job.extra_directives)
+    if problems:
+        return problems
+    try:
+        HTCondorDialect().submit_description(job)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
 def _classad_string(value: str) -> str:
     """A ClassAd string literal."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -170,15 +263,25 @@ class HTCondorDialect:
         return render_wrapper(job)
 
     def submit_description(self, job: JobRequest) -> str:
+        forbidden = forbidden_directives(job.extra_directives)
+        if forbidden:
+            raise ValueError(forbidden[0])
+        if job.cpus is not None and not 0 < job.cpus <= MAX_CPUS:
+            raise ValueError(f"cpus {job.cpus}: HTCondor slots hold 1 to {MAX_CPUS}")
+        if job.memory_mb is not None and not 0 < job.memory_mb <= MAX_MEMORY_MB:
+            raise ValueError(f"memory {job.memory_mb} MB: HTCondor slots hold at most {MAX_MEMORY_MB} MB")
+        if job.walltime_s is not None and not 0 < job.walltime_s <= MAX_WALLTIME_S:
+            raise ValueError(f"walltime {job.walltime_s}s: more than HTCondor can hold")
+        _check_path("workdir", job.workdir)  # named first: every path below starts with it
         lines = [
             f"# schedulerd job {job.job_id}, attempt {job.attempt}",
             "universe = vanilla",
-            f"executable = {_check('script path', job.script_path)}",
+            f"executable = {_check_path('script path', job.script_path)}",
             "transfer_executable = false",
-            f"initialdir = {_check('workdir', job.workdir)}",
-            f"output = {_check('stdout', job.stdout_path)}",
-            f"error = {_check('stderr', job.stderr_path)}",
-            f"log = {_check('log', f'{job.control_dir}/{job.name}.log')}",
+            f"initialdir = {_check_path('workdir', job.workdir)}",
+            f"output = {_check_path('stdout', job.stdout_path)}",
+            f"error = {_check_path('stderr', job.stderr_path)}",
+            f"log = {_check_path('log', f'{job.control_dir}/{job.name}.log')}",
             f"batch_name = {_check('name', job.name)}",
             f"+SchedulerdJobId = {int(job.job_id)}",
             f"+SchedulerdAttempt = {int(job.attempt)}",
@@ -209,8 +312,6 @@ class HTCondorDialect:
             ]
         for extra in job.extra_directives:
             _check("extra directive", extra)
-            if re.match(r"(?i)^queue\b", extra):
-                raise ValueError(f"extra directive must not queue jobs: {extra!r}")
             lines.append(extra)
         lines += ["queue 1", ""]
         return "\n".join(lines)

@@ -184,6 +184,59 @@ def _check_line(what: str, value: str) -> str:
     return value
 
 
+# --- what a job may ask for (checked at job.submit) -------------------------------------------
+
+#: LSF keeps a job's slots (``-n``) and resource limits (``-M`` in LSF_UNIT_FOR_LIMITS,
+#: the run limit ``-W`` in seconds) in C ints (lsbatch.h, ``struct submit``)
+MAX_INT: Final = 2**31 - 1
+#: bsub options a job's directives may not set (whole words: bsub has no clustering),
+#: with the reason: each breaks "one job, one run" or moves what schedulerd relies on
+FORBIDDEN_OPTIONS: Final[Mapping[str, str]] = {
+    "-J": "schedulerd finds the job again by the name it gives it, and name[1-N] is an array",
+    "-o": "use the workdir field (stdout goes to <workdir>/<submit name>.out)",
+    "-oo": "use the workdir field (stdout goes to <workdir>/<submit name>.out)",
+    "-e": "use the workdir field (stderr goes to <workdir>/<submit name>.err)",
+    "-eo": "use the workdir field (stderr goes to <workdir>/<submit name>.err)",
+    "-cwd": "use the workdir field",
+    "-outdir": "use the workdir field",
+    "-r": "use the requeue field",
+    "-rn": "use the requeue field",
+    "-K": "bsub would wait until the job ends",
+}
+#: interactive submissions (-I, -Ip, -Is, -IS, -ISp, -ISs, -IX): not a batch job
+_INTERACTIVE: Final = re.compile(r"-I(?:p|s|S|Sp|Ss|X)?\Z")
+
+
+def forbidden_directives(directives: Sequence[str]) -> list[str]:
+    """One problem per directive that sets a forbidden bsub option (with or without
+    ``#BSUB``, several options on one line)."""
+    problems = []
+    for directive in directives:
+        text = directive.strip().removeprefix("#BSUB")
+        for word in text.split():
+            why = FORBIDDEN_OPTIONS.get(word)
+            if why is None and _INTERACTIVE.match(word):
+                why = "an interactive job cannot run in the background"
+            if why is not None:
+                problems.append(f"directive {directive.strip()!r}: {word} is not allowed: {why}")
+                break
+    return problems
+
+
+def validate_job(job: JobRequest, dialect: LsfDialect | None = None) -> list[str]:
+    """Why bsub could never take ``job`` (values a ``#BSUB`` line cannot carry, numbers
+    beyond its C ints, forbidden directives); empty when it can."""
+    dialect = dialect or LsfDialect()
+    problems = forbidden_directives(job.extra_directives)
+    if problems:
+        return problems
+    try:
+        dialect.directives(job)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
 def _directive_word(what: str, value: str) -> str:
     """One word of a ``#BSUB`` line: bare when safe, else double-quoted."""
     _check_line(what, value)
@@ -673,10 +726,13 @@ class LsfDialect:
             lines.append(f"-q {_directive_word('queue', job.queue)}")
         if job.account is not None:
             lines.append(f"-P {_directive_word('account', job.account)}")
+        forbidden = forbidden_directives(job.extra_directives)
+        if forbidden:
+            raise ValueError(forbidden[0])
         resources: list[str] = []
         if job.cpus is not None:
-            if job.cpus < 1:
-                raise ValueError(f"cpus must be positive: {job.cpus}")
+            if not 0 < job.cpus <= MAX_INT:
+                raise ValueError(f"cpus {job.cpus}: LSF takes 1 to {MAX_INT} slots")
             lines.append(f"-n {job.cpus}")
             if job.cpus > 1:
                 resources.append("span[hosts=1]")
@@ -684,6 +740,10 @@ class LsfDialect:
             if job.memory_mb < 1:
                 raise ValueError(f"memory_mb must be positive: {job.memory_mb}")
             amount = self._memory(job.memory_mb)
+            if amount > MAX_INT:
+                raise ValueError(
+                    f"memory {job.memory_mb} MB: more than LSF can hold ({MAX_INT} {self.memory_unit})"
+                )
             lines.append(f"-M {amount}")
             resources.insert(0, f"rusage[mem={amount}]")
         if resources:
@@ -692,6 +752,10 @@ class LsfDialect:
             if job.walltime_s < 1:
                 raise ValueError(f"walltime_s must be positive: {job.walltime_s}")
             minutes = max(1, math.ceil(job.walltime_s / 60))
+            if minutes * 60 > MAX_INT:
+                raise ValueError(
+                    f"walltime {job.walltime_s}s: LSF's run limit is at most {MAX_INT // 60} minutes"
+                )
             lines.append(f"-W {minutes // 60}:{minutes % 60:02d}")
         lines.append(f"-o {_directive_word('stdout path', relative(job.stdout_path))}")
         lines.append(f"-e {_directive_word('stderr path', relative(job.stderr_path))}")

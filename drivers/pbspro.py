@@ -637,3 +637,91 @@ class PbsProDialect:
 
     def dry_run_argv(self, job: JobRequest) -> list[str] | None:
         return None
+
+
+# --- what a job may ask for (checked at job.submit) -------------------------------------------
+
+#: PBS Pro keeps ``ncpus`` and ``walltime`` in C longs (64 bits) and compares sizes such
+#: as ``mem`` in bytes in 64 bits: the largest values that survive those
+PBS_MAX_CPUS: Final = 2**63 - 1
+PBS_MAX_MEMORY_MB: Final = (2**63 - 1) >> 20
+PBS_MAX_WALLTIME_S: Final = 2**63 - 1
+
+#: qsub options (PBS Pro and Torque) a job's directives may not set, with the reason:
+#: each breaks "one job, one run" or moves what schedulerd relies on
+PBS_FORBIDDEN_OPTIONS: Final[Mapping[str, str]] = {
+    "J": "an array would run the job several times",
+    "t": "an array would run the job several times",  # Torque's array option
+    "N": "schedulerd finds the job again by the name it gives it",
+    "o": "use the workdir field (stdout goes to <workdir>/<submit name>.out)",
+    "e": "use the workdir field (stderr goes to <workdir>/<submit name>.err)",
+    "r": "use the requeue field",
+    "S": "the job wrapper is a POSIX sh script",
+    "I": "an interactive job cannot run in the background",
+    "z": "schedulerd reads the job id that qsub prints",
+}
+#: qsub options without an argument: in a clustered word (``-hV``) the next letter is
+#: another option; after any other letter the rest of the word is its argument
+_PBS_FLAGS: Final = frozenset("fhInVXxz")
+
+
+def pbs_forbidden_directives(directives: Sequence[str]) -> list[str]:
+    """One problem per directive that sets a forbidden qsub option (``-J 1-3``, ``-J1-3``,
+    ``-hN x``, ``#PBS -N x``, several options on one line) or ``-W block=true`` (qsub
+    would wait for the job to end)."""
+    problems = []
+    for directive in directives:
+        text = directive.strip().removeprefix("#PBS")
+        words = text.split()
+        for n, word in enumerate(words):
+            found = _pbs_forbidden_in_word(word, words[n + 1] if n + 1 < len(words) else "")
+            if found is not None:
+                problems.append(f"directive {directive.strip()!r}: {found}")
+                break
+    return problems
+
+
+def _pbs_forbidden_in_word(word: str, following: str) -> str | None:
+    if not word.startswith("-") or len(word) < 2:
+        return None
+    for i, letter in enumerate(word[1:], start=1):
+        if letter in PBS_FORBIDDEN_OPTIONS:
+            return f"-{letter} is not allowed: {PBS_FORBIDDEN_OPTIONS[letter]}"
+        if letter == "W":
+            value = word[i + 1 :] or following
+            if value.lower().startswith("block"):
+                return "-W block is not allowed: qsub would wait until the job ends"
+            return None
+        if letter not in _PBS_FLAGS:
+            return None
+    return None
+
+
+def pbs_limit_problems(job: JobRequest, *, max_cpus: int, system: str) -> list[str]:
+    problems = []
+    if job.cpus is not None and not 0 < job.cpus <= max_cpus:
+        problems.append(f"cpus {job.cpus}: {system} takes 1 to {max_cpus}")
+    if job.memory_mb is not None and not 0 < job.memory_mb <= PBS_MAX_MEMORY_MB:
+        problems.append(f"memory {job.memory_mb} MB: more than {system} can hold")
+    if job.walltime_s is not None and not 0 < job.walltime_s <= PBS_MAX_WALLTIME_S:
+        problems.append(f"walltime {job.walltime_s}s: more than {system} can hold")
+    return problems
+
+
+def validate_pbs(job: JobRequest, dialect: PbsProDialect, *, max_cpus: int, system: str) -> list[str]:
+    """Why qsub (of ``dialect``) could never take ``job``; empty when it can."""
+    problems = pbs_forbidden_directives(job.extra_directives)
+    problems += pbs_limit_problems(job, max_cpus=max_cpus, system=system)
+    if problems:
+        return problems
+    try:
+        dialect.directives(job)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def validate_job(job: JobRequest) -> list[str]:
+    """Why PBS Pro could never take ``job`` (characters a ``#PBS`` line or a ``-o`` path
+    cannot carry, sizes beyond its types, forbidden directives); empty when it can."""
+    return validate_pbs(job, PbsProDialect(), max_cpus=PBS_MAX_CPUS, system="PBS Pro")

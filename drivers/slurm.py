@@ -21,6 +21,7 @@ accounting storage is disabled"; :meth:`SlurmDialect.parse_history` then returns
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -201,10 +202,11 @@ def _check_value(what: str, value: str) -> str:
 
 
 def _directive_value(what: str, value: str) -> str:
-    """A value for an ``#SBATCH --opt=value`` line (sbatch reads double quotes)."""
+    """A value for an ``#SBATCH --opt=value`` line: sbatch reads double quotes, and a
+    backslash escapes the next character (it would vanish from the path)."""
     _check_value(what, value)
-    if '"' in value:
-        raise ValueError(f"{what} must not contain a double quote: {value!r}")
+    if '"' in value or "\\" in value:
+        raise ValueError(f"{what} must not contain a double quote or a backslash: {value!r}")
     if value == "" or re.search(r"[\s'\\]", value):
         return f'"{value}"'
     return value
@@ -213,6 +215,109 @@ def _directive_value(what: str, value: str) -> str:
 def _filename_pattern(path: str) -> str:
     """sbatch(1) "filename pattern": ``%`` starts a replacement symbol, ``%%`` is a ``%``."""
     return path.replace("%", "%%")
+
+
+# --- what a job may ask for -------------------------------------------------------------------
+
+#: Upper bounds sbatch can carry (slurm.h ``job_desc_msg_t``): ``cpus_per_task`` is a
+#: uint16_t whose two top values mean NO_VAL16/INFINITE16, ``time_limit`` a uint32_t of
+#: minutes whose two top values mean NO_VAL/INFINITE (sbatch rounds seconds up to
+#: minutes), ``pn_min_memory`` a uint64_t of MB whose top bit flags "per CPU".
+MAX_CPUS = 0xFFFD
+MAX_WALLTIME_S = 0xFFFFFFFD * 60
+MAX_MEMORY_MB = 2**63 - 1
+
+#: sbatch options a job may not set: each breaks "one job, one run" (--array runs it N
+#: times; --requeue/--no-requeue override the job's ``requeue`` field) or moves what
+#: schedulerd relies on (the job name for reconciliation, the directory of the exit file,
+#: the stdout/stderr paths it reports). Long name -> short letter.
+FORBIDDEN_OPTIONS: dict[str, str | None] = {
+    "array": "a",
+    "job-name": "J",
+    "output": "o",
+    "error": "e",
+    "chdir": "D",
+    "requeue": None,
+    "no-requeue": None,
+}
+_FORBIDDEN_SHORT = {short: long for long, short in FORBIDDEN_OPTIONS.items() if short}
+_WHY = {
+    "array": "an array would run the job several times",
+    "job-name": "schedulerd finds the job again by the name it gives it",
+    "output": "use the workdir field (stdout goes to <workdir>/<submit name>.out)",
+    "error": "use the workdir field (stderr goes to <workdir>/<submit name>.err)",
+    "chdir": "use the workdir field",
+    "requeue": "use the requeue field",
+    "no-requeue": "use the requeue field",
+}
+#: sbatch's short options that take an argument (the rest of a clustered word is it);
+#: ``k`` takes an optional one
+_SHORT_WITH_ARGUMENT = frozenset("ABcCdDeFGiJkLmMnNopqStwx")
+
+
+def forbidden_directives(directives: Sequence[str]) -> list[str]:
+    """One problem per directive that sets a forbidden sbatch option, in every spelling
+    sbatch reads: ``--array=1-3``, ``--array 1-3``, ``--arr=1-3`` (getopt_long takes
+    unique abbreviations), ``-a1-3``, ``-a 1-3``, ``-Ha1-3`` (clustered), with or
+    without ``#SBATCH`` in front, several options on one line."""
+    problems = []
+    for directive in directives:
+        text = directive.strip().removeprefix("#SBATCH")
+        for word in _words(text):
+            found = _forbidden_in_word(word)
+            if found is not None:
+                short = FORBIDDEN_OPTIONS[found]
+                shown = f"--{found}" if short is None or word.startswith("--") else f"-{short} (--{found})"
+                problems.append(f"directive {directive.strip()!r}: {shown} is not allowed: {_WHY[found]}")
+                break
+    return problems
+
+
+def _words(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:  # an unbalanced quote: sbatch would refuse the line anyway
+        return text.split()
+
+
+def _forbidden_in_word(word: str) -> str | None:
+    if word.startswith("--"):
+        name = word[2:].split("=", 1)[0]
+        if name:
+            for long in FORBIDDEN_OPTIONS:
+                if long.startswith(name):
+                    return long
+        return None
+    if word.startswith("-") and len(word) > 1:
+        for letter in word[1:]:
+            if letter in _FORBIDDEN_SHORT:
+                return _FORBIDDEN_SHORT[letter]
+            if letter in _SHORT_WITH_ARGUMENT:
+                return None
+    return None
+
+
+def _check_limits(job: JobRequest) -> None:
+    if job.cpus is not None and not 0 < job.cpus <= MAX_CPUS:
+        raise ValueError(f"cpus {job.cpus}: Slurm takes 1 to {MAX_CPUS} CPUs per task")
+    if job.memory_mb is not None and not 0 < job.memory_mb <= MAX_MEMORY_MB:
+        raise ValueError(f"memory {job.memory_mb} MB: more than Slurm can hold")
+    if job.walltime_s is not None and not 0 < job.walltime_s <= MAX_WALLTIME_S:
+        raise ValueError(
+            f"walltime {job.walltime_s}s: Slurm's time limit is at most {MAX_WALLTIME_S // 60} minutes"
+        )
+
+
+def validate_job(job: JobRequest) -> list[str]:
+    """Why sbatch could never take ``job`` (empty: it can), without rendering the wrapper."""
+    problems = forbidden_directives(job.extra_directives)
+    if problems:
+        return problems
+    try:
+        SlurmDialect().directives(job)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
 
 
 def _walltime(seconds: int) -> str:
@@ -243,6 +348,10 @@ class SlurmDialect:
     # --- scripts ------------------------------------------------------------------------
 
     def directives(self, job: JobRequest) -> list[str]:
+        _check_limits(job)
+        forbidden = forbidden_directives(job.extra_directives)
+        if forbidden:
+            raise ValueError(forbidden[0])
         d = "#SBATCH "
         lines = [
             f"{d}--job-name={_directive_value('name', job.name)}",

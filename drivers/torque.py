@@ -193,3 +193,16 @@ class TorqueDialect(PbsProDialect):
         if parse_probe(stdout, stderr, exit_status):
             return TorqueDialect(xml=True), "qstat -x (XML)"
         return TorqueDialect(xml=False), "qstat -f text (this qstat has no -x)"
+
+
+# --- what a job may ask for (checked at job.submit) -------------------------------------------
+
+#: Torque reads ``ppn`` of ``nodes=1:ppn=N`` into a C int
+TORQUE_MAX_CPUS: Final = 2**31 - 1
+
+
+def validate_job(job: JobRequest) -> list[str]:
+    """Why Torque could never take ``job``; empty when it can (see ``pbspro.validate_pbs``)."""
+    from schedulerd.drivers.pbspro import validate_pbs
+
+    return validate_pbs(job, TorqueDialect(), max_cpus=TORQUE_MAX_CPUS, system="Torque")

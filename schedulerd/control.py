@@ -306,12 +306,20 @@ async def daemon_shutdown(conn: Connection, params: P.Params) -> Any:
 
 
 def _cluster_views(ctx: ControlContext) -> tuple[dict[str, P.ClusterView], str]:
+    from schedulerd.drivers.batch import login_relative
+
     settings = ctx.settings_getter()
     views = {
-        name: P.ClusterView(name=name, default_queue=c.default_queue,
-                            workdir=c.workdir if c.is_local_transport else P.login_relative(c.workdir),
-                            is_local=c.is_local_transport,
-                            outputs_dir=str(settings.outputs_path))  # fmt: skip
+        name: P.ClusterView(
+            name=name,
+            workdir=c.workdir if c.is_local_transport else login_relative(c.workdir),
+            default_queue=c.default_queue,
+            is_local=c.is_local_transport,
+            outputs_dir=str(settings.outputs_path),
+            scheduler=c.scheduler,
+            # a local job's cpus take that many of the cluster's max_jobs slots
+            slots=c.max_jobs if c.scheduler == "local" else None,
+        )
         for name, c in settings.clusters.items()
     }
     default = "local" if "local" in views else next(iter(views))

@@ -10,14 +10,16 @@ import functools
 import os
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from schedulerd.config import parse_duration, parse_memory_mb
-from schedulerd.drivers import staging
-from schedulerd.drivers.batch import login_relative as login_relative  # control.py uses it too
+from schedulerd.drivers import htcondor, lsf, pbspro, slurm, staging, torque
+from schedulerd.drivers.base import JobRequest
+from schedulerd.drivers.batch import login_relative
 from schedulerd.drivers.wrapper import (
     ENV_NAME,
     RESERVED_ENV_NAMES,
@@ -250,6 +252,8 @@ class ClusterView:
     default_queue: str | None
     is_local: bool
     outputs_dir: str | None = None  # where staged-out outputs go (Settings.outputs_path)
+    scheduler: str = "local"  # pbspro | torque | lsf | htcondor | slurm | local
+    slots: int | None = None  # a local cluster's slots (its max_jobs): a job's cpus take them
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +406,37 @@ def _walltime_s(value: str | int) -> int:
     return seconds
 
 
+#: each batch system's own check of what a job asks for (drivers/<system>.py validate_job)
+_VALIDATORS: dict[str, Callable[[JobRequest], list[str]]] = {
+    "pbspro": pbspro.validate_job,
+    "torque": torque.validate_job,
+    "lsf": lsf.validate_job,
+    "htcondor": htcondor.validate_job,
+    "slurm": slurm.validate_job,
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def _dialect_problems(
+    validate: Callable[[JobRequest], list[str]],
+    workdir: str,
+    queue: str | None,
+    account: str | None,
+    cpus: int | None,
+    memory_mb: int | None,
+    walltime_s: int | None,
+    directives: tuple[str, ...],
+) -> tuple[str, ...]:
+    """What the cluster's batch system says about a job of these fields, as the driver
+    would render it (the job's id and attempt do not matter). Cached: a sweep of 100,000
+    jobs usually asks the same question every time."""
+    probe = JobRequest(job_id=1, attempt=1, name="sd-1-1", argv=("true",),
+                       workdir=workdir.replace("{id}", "1"), queue=queue, account=account,
+                       cpus=cpus, memory_mb=memory_mb, walltime_s=walltime_s,
+                       extra_directives=directives)  # fmt: skip
+    return tuple(validate(probe))
+
+
 def _row(spec: JobSpecIn, cluster: ClusterView, local_parents: list[int]) -> NewJob:
     # Runs once per job of a 100,000-job call: the common case is checked with as few
     # Python-level steps as possible (whole-list checks first, the culprit found after).
@@ -461,10 +496,21 @@ def _row(spec: JobSpecIn, cluster: ClusterView, local_parents: list[int]) -> New
         payload["env"] = env
     if cpus is not None:
         payload["cpus"] = cpus
+        if cluster.slots is not None and cpus > cluster.slots:
+            raise ValueError(f"cpus {cpus}: cluster {cluster.name} has {cluster.slots} slots")
+    memory_mb: int | None = None
+    walltime_s: int | None = None
     if spec.memory is not None:
-        payload["memory_mb"] = _memory_mb(spec.memory)
+        payload["memory_mb"] = memory_mb = _memory_mb(spec.memory)
     if spec.walltime is not None:
-        payload["walltime_s"] = _walltime_s(spec.walltime)
+        payload["walltime_s"] = walltime_s = _walltime_s(spec.walltime)
+    workdir = workdir or f"{cluster.workdir}/{{id}}"
+    validate = _VALIDATORS.get(cluster.scheduler)
+    if validate is not None:
+        problems = _dialect_problems(validate, workdir, queue or cluster.default_queue, account,
+                                     cpus, memory_mb, walltime_s, tuple(directives))  # fmt: skip
+        if problems:
+            raise ValueError(f"cluster {cluster.name} ({cluster.scheduler}): {'; '.join(problems)}")
     if account is not None:
         payload["account"] = account
     if directives:
@@ -485,7 +531,7 @@ def _row(spec: JobSpecIn, cluster: ClusterView, local_parents: list[int]) -> New
         name=name,
         cluster=cluster.name,
         # "{id}" is replaced by the job id when the store assigns it
-        workdir=workdir or f"{cluster.workdir}/{{id}}",
+        workdir=workdir,
         spec=payload,
         queue=queue or cluster.default_queue,
         max_attempts=spec.retries + 1,

@@ -155,5 +155,198 @@ async def test_relative_and_tilde_workdirs_run_in_the_login_directory(tmp_path: 
         assert jobs[rel]["workdir"] == f"adv/run{rel}"
         assert jobs[tilde]["workdir"] == f"tilde/{tilde}"
         for jid in (rel, tilde):
-            out = home / jobs[jid]["stdout"]
-            assert Path(out.read_text().strip()).resolve() == (home / jobs[jid]["workdir"]).resolve()
+            assert printed_dir(home / jobs[jid]["stdout"]) == (home / jobs[jid]["workdir"]).resolve()
+
+
+def printed_dir(stdout: Path) -> Path:
+    return Path(stdout.read_text().strip()).resolve()
+
+
+# --- item: each batch system's own limits, checked at job.submit --------------------------
+
+
+def on(scheduler: str, **fields: Any) -> dict[str, Any]:
+    return accept(views(scheduler=scheduler), **fields)
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "fields", "message"),
+    [
+        ("pbspro", {"workdir": "/scratch/a:b/{id}"}, "PBS would read the part before ':' as a host"),
+        ("torque", {"workdir": "/scratch/a b"}, "invalid stdout path for a #PBS directive"),
+        ("slurm", {"workdir": '/scratch/a"b'}, "workdir must not contain a double quote"),
+        ("slurm", {"workdir": "/scratch/a\\b"}, "or a backslash"),
+        ("htcondor", {"workdir": '/scratch/a"b'}, "workdir must not contain a double quote"),
+        ("htcondor", {"workdir": "/scratch/$(Cluster)"}, "submit macro"),
+        ("slurm", {"cpus": 65534}, "cpus 65534: Slurm takes 1 to 65533 CPUs per task"),
+        ("slurm", {"walltime": (2**32 - 2) * 60}, "Slurm's time limit is at most 4294967293 minutes"),
+        ("torque", {"cpus": 2**31}, "cpus 2147483648: Torque takes 1 to 2147483647"),
+        ("pbspro", {"memory": "9000000000T"}, "more than PBS Pro can hold"),
+        ("lsf", {"cpus": 2**31}, "cpus 2147483648: LSF takes 1 to 2147483647 slots"),
+        ("lsf", {"walltime": 2**31}, "LSF's run limit is at most 35791394 minutes"),
+        ("lsf", {"memory": f"{2**31}M"}, "more than LSF can hold"),
+        ("htcondor", {"cpus": 2**31}, "HTCondor slots hold 1 to 2147483647"),
+        ("htcondor", {"memory": "3000T"}, "HTCondor slots hold at most 2147483647 MB"),
+    ],
+)
+def test_what_a_batch_system_cannot_carry_is_refused(scheduler: str, fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        on(scheduler, **fields)
+    assert info.value.message.startswith(f"jobs[0]: cluster head ({scheduler}): ")
+    assert message in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "fields"),
+    [
+        ("slurm", {"cpus": 65533, "walltime": "30d", "memory": "2T", "workdir": "/scratch/a b/{id}"}),
+        ("torque", {"cpus": 2**31 - 1, "memory": "64G"}),
+        ("pbspro", {"cpus": 10**6, "walltime": "1000d"}),
+        ("lsf", {"cpus": 2**31 - 1, "walltime": 35791394 * 60, "workdir": "/scratch/a b"}),
+        ("htcondor", {"cpus": 2**31 - 1, "memory": "1T", "workdir": "/scratch/a b"}),
+    ],
+)
+def test_the_largest_values_a_system_takes_are_accepted(scheduler: str, fields: dict[str, Any]) -> None:
+    assert on(scheduler, **fields)["argv"] == ["true"]
+
+
+def test_the_default_workdir_is_checked_too() -> None:
+    pbs = {"head": ClusterView(name="head", workdir="/scratch/with:colon", default_queue=None,
+                               is_local=False, scheduler="pbspro")}  # fmt: skip
+    with pytest.raises(InvalidSpec, match="PBS would read the part before ':'"):
+        accept(pbs)
+
+
+def test_local_cluster_refuses_more_cpus_than_slots() -> None:
+    local = {"head": ClusterView(name="local", workdir="/tmp/sd", default_queue=None, is_local=True, slots=2)}
+    with pytest.raises(InvalidSpec, match=r"^jobs\[0\]: cpus 99: cluster local has 2 slots$"):
+        accept(local, cpus=99)
+    assert accept(local, cpus=2)["cpus"] == 2
+
+
+async def test_local_daemon_refuses_cpus_beyond_its_slots(tmp_path: Path) -> None:
+    from tests.harness import RpcError, local_settings, running_daemon
+
+    async with running_daemon(local_settings(tmp_path, slots=2)) as d:
+        c = await d.client()
+        try:
+            with pytest.raises(RpcError) as info:
+                await c.call("job.submit", {"jobs": [{"argv": ["true"]}, {"argv": ["true"], "cpus": 99}]})
+            assert info.value.code == -32010
+            assert info.value.message == "jobs[1]: cpus 99: cluster local has 2 slots"
+            assert (await c.call("job.list"))["jobs"] == []  # all or nothing
+        finally:
+            await c.aclose()
+
+
+# --- item: directives that break "one job, one run" --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "directive", "named"),
+    [
+        ("slurm", "--array=1-3", "--array is not allowed"),
+        ("slurm", "--array 1-3", "--array is not allowed"),
+        ("slurm", "-a1-3", "-a (--array) is not allowed"),
+        ("slurm", "-a 1-3", "-a (--array) is not allowed"),
+        ("slurm", "#SBATCH --array=1-3", "--array is not allowed"),
+        ("slurm", "--arr=1-3", "--array is not allowed"),
+        ("slurm", "-Ha1-3", "-a (--array) is not allowed"),
+        ("slurm", "--qos=low --array=1-3", "--array is not allowed"),
+        ("slurm", "--job-name=x", "--job-name is not allowed"),
+        ("slurm", "-J x", "-J (--job-name) is not allowed"),
+        ("slurm", "#SBATCH -Jx", "-J (--job-name) is not allowed"),
+        ("slurm", "--output=/tmp/o", "--output is not allowed"),
+        ("slurm", "-o /tmp/o", "-o (--output) is not allowed"),
+        ("slurm", "--error=/tmp/e", "--error is not allowed"),
+        ("slurm", "-e /tmp/e", "-e (--error) is not allowed"),
+        ("slurm", "--chdir=/tmp", "--chdir is not allowed"),
+        ("slurm", "-D /tmp", "-D (--chdir) is not allowed"),
+        ("slurm", "--requeue", "--requeue is not allowed: use the requeue field"),
+        ("pbspro", "-J 1-3", "-J is not allowed: an array"),
+        ("pbspro", "#PBS -J1-3", "-J is not allowed"),
+        ("pbspro", "-N name", "-N is not allowed"),
+        ("pbspro", "-hN name", "-N is not allowed"),
+        ("pbspro", "-o /tmp/o", "-o is not allowed"),
+        ("pbspro", "-e /tmp/e", "-e is not allowed"),
+        ("pbspro", "-r y", "-r is not allowed: use the requeue field"),
+        ("pbspro", "-W block=true", "-W block is not allowed"),
+        ("torque", "-t 1-3", "-t is not allowed: an array"),
+        ("torque", "#PBS -N x", "-N is not allowed"),
+        ("lsf", "-J name", "-J is not allowed"),
+        ("lsf", '-J "a[1-3]"', "-J is not allowed"),
+        ("lsf", "#BSUB -o out", "-o is not allowed"),
+        ("lsf", "-e err", "-e is not allowed"),
+        ("lsf", "-oo out", "-oo is not allowed"),
+        ("lsf", "-eo err", "-eo is not allowed"),
+        ("lsf", "-cwd /tmp", "-cwd is not allowed"),
+        ("lsf", "-K", "-K is not allowed"),
+        ("lsf", "-Is", "-Is is not allowed"),
+        ("htcondor", "queue 3", "queue is not allowed"),
+        ("htcondor", "Queue", "queue is not allowed"),
+        ("htcondor", "executable = /bin/true", "executable is not allowed"),
+        ("htcondor", "log = /tmp/l", "log is not allowed"),
+        ("htcondor", "output=/tmp/o", "output is not allowed"),
+        ("htcondor", "error = /tmp/e", "error is not allowed"),
+        ("htcondor", "initialdir = /tmp", "initialdir is not allowed"),
+        ("htcondor", "batch_name = x", "batch_name is not allowed"),
+        ("htcondor", '+JobBatchName = "x"', "+JobBatchName is not allowed"),
+        ("htcondor", 'MY.Iwd = "/tmp"', "MY.Iwd is not allowed"),
+        ("htcondor", "max_retries = 3", "max_retries is not allowed"),
+        ("htcondor", "include : /tmp/more.sub", "only 'name = value' lines are allowed"),
+        ("htcondor", "request_gpus = 1 \\", "a trailing backslash"),
+    ],
+)
+def test_directives_that_break_one_job_one_run_are_refused(scheduler: str, directive: str, named: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        on(scheduler, directives=[directive])
+    assert info.value.message.startswith(f"jobs[0]: cluster head ({scheduler}): directive {directive!r}: ")
+    assert named in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "directives"),
+    [
+        ("slurm", ["--gres=gpu:1", "#SBATCH --qos=low", "-c 4", "--constraint=gpu", "--exclusive", "-p short"]),
+        ("pbspro", ["-l place=scatter", "#PBS -m n", "-j oe", "-W depend=afterok:12", "-v FOO=005"]),
+        ("torque", ["-l nodes=2", "-m ae", "-W group_list=x"]),
+        ("lsf", ["-R select[gpu]", "#BSUB -app big", "-Jd description", "-G group"]),
+        ("htcondor", ['+ProjectName = "p1"', "request_gpus = 1", 'requirements = (OpSys == "LINUX")',
+                      "# a comment", "arguments = a b"]),
+    ],
+)  # fmt: skip
+def test_ordinary_directives_are_accepted(scheduler: str, directives: list[str]) -> None:
+    assert on(scheduler, directives=directives)["directives"] == directives
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "directive"),
+    [("slurm", "--array=1-3"), ("lsf", "-J x"), ("htcondor", "executable = /bin/x")],
+)
+def test_a_stored_job_with_such_a_directive_fails_to_render(scheduler: str, directive: str) -> None:
+    """Jobs accepted before the check existed: rendering refuses them (a permanent
+    "invalid job" at submit) instead of running them several times."""
+    job = JobRequest(job_id=1, attempt=1, name="sd-1-1", argv=("true",), workdir="/w",
+                     extra_directives=(directive,))  # fmt: skip
+    dialect = create_dialect(scheduler)
+    with pytest.raises(ValueError, match="is not allowed"):
+        dialect.render_script(job)
+        dialect.extra_files(job)
+
+
+@pytest.mark.timeout(120)
+async def test_slurm_array_directive_is_refused_at_submit_and_nothing_runs(tmp_path: Path) -> None:
+    """``--array=1-3`` ran the job three times and reported one completed job."""
+    from tests.harness import RpcError
+    from tests.test_conformance import fake_cluster
+
+    async with fake_cluster(tmp_path, "slurm") as c:
+        with pytest.raises(RpcError) as info:
+            await c.client.call("job.submit", {"job": {"argv": ["true"], "directives": ["--array=1-3"]}})
+        assert info.value.code == -32010
+        assert info.value.message == (
+            "jobs[0]: cluster head (slurm): directive '--array=1-3': --array is not allowed:"
+            " an array would run the job several times"
+        )
+        assert (await c.client.call("job.list"))["jobs"] == []
+        assert c.head.jobs() == []
