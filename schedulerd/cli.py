@@ -10,6 +10,7 @@ import shlex
 import socket
 import sys
 import time
+import uuid
 from collections import deque
 from datetime import datetime
 from typing import Any, NoReturn
@@ -283,8 +284,11 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         job["after"] = args.after
     if args.retries:
         job["retries"] = args.retries
+    # the idempotency key: a script that re-runs `submit --token T` after losing the
+    # reply (a timeout, a daemon restart) gets the same job instead of a second one
+    token = args.token if args.token is not None else str(uuid.uuid4())
     try:
-        result = client.call("job.submit", {"job": job})
+        result = client.call("job.submit", {"job": job, "token": token})
     except RemoteError as exc:
         if exc.code == UnknownDependency.code and isinstance(exc.data, dict):
             missing = exc.data.get("missing") or []
@@ -576,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=0, metavar="N",
                    help="run a job that ends failed, timeout or lost again, up to N more times: "
                         "N+1 attempts in all (default 0: one attempt)")  # fmt: skip
+    p.add_argument("--token", metavar="T",
+                   help="idempotency key (1-200 characters): the same T again prints the"
+                        " same id and creates nothing (default: a new random one)")  # fmt: skip
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
     p.set_defaults(func=cmd_submit)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import grp
+import hashlib
 import os
 import socket
 import stat
@@ -46,7 +47,7 @@ from schedulerd.errors import (
 )
 from schedulerd.scheduler import ClusterWorker
 from schedulerd.state.machine import State, is_final
-from schedulerd.state.store import Job, JobFilter, NewJob, Store
+from schedulerd.state.store import Job, JobFilter, NewJob, Store, SubmitKey, same_submission
 
 log = structlog.get_logger(__name__)
 
@@ -359,35 +360,70 @@ async def job_submit(conn: Connection, params: P.Params) -> Any:
         raise ShuttingDown()
     views, default = _cluster_views(ctx)
     started = time.perf_counter()
+    small = params.raw is None or len(params.raw) <= 256 * 1024
 
-    def plan() -> tuple[P.SubmitParams, P.SubmitPlan]:
+    async def work(fn: Callable[[], Any]) -> Any:
+        # decoding and planning 15 MB in a worker thread keeps the loop serving others
+        return fn() if small else await anyio.to_thread.run_sync(fn)
+
+    def decode() -> tuple[P.SubmitParams, str]:
         p = P.convert_params(params, P.SubmitParams)
+        if p.token is None:
+            return p, ""
+        if not 1 <= len(p.token) <= 200:
+            raise InvalidParams('"token" must be 1 to 200 characters')
+        return p, _submit_digest(p)
+
+    def plan(p: P.SubmitParams) -> P.SubmitPlan:
         if (p.job is None) == (p.jobs is None):
             raise InvalidParams('give exactly one of "job" or "jobs"')
         specs = [p.job] if p.job is not None else list(p.jobs or [])
         if not specs:
             raise InvalidParams('"jobs" is empty')
-        return p, P.plan_new_jobs(specs)
+        return P.plan_new_jobs(specs)
 
-    if params.raw is None or len(params.raw) <= 256 * 1024:
-        p, the_plan = plan()
-        rows = P.build_rows(the_plan, 0, len(the_plan.specs), views, default)
-        ids = await ctx.store.create_jobs(rows)
-    else:
-        with gc_paused():
-            # decoding and planning 15 MB in a worker thread keeps the loop serving others
-            p, the_plan = await anyio.to_thread.run_sync(plan)
-            ids = await _create_in_chunks(ctx, the_plan, views, default)
+    with contextlib.nullcontext() if small else gc_paused():
+        p, digest = await work(decode)
+        if p.token is not None and (before := await ctx.store.submission(p.token)):
+            # sent again (its reply was lost?): that call's ids, nothing new; checked
+            # before validating, which a change of config since could now fail
+            in_order = same_submission(before, digest)
+            log.info("jobs_resent", count=len(in_order), first=in_order[0])
+            return _submit_result(p, in_order)
+        the_plan: P.SubmitPlan = await work(lambda: plan(p))
+        key = None
+        if p.token is not None:
+            key = SubmitKey(token=p.token, digest=digest, order=the_plan.positions)
+        if small:
+            rows = P.build_rows(the_plan, 0, len(the_plan.specs), views, default)
+            ids = await ctx.store.create_jobs(rows, key=key)
+        else:
+            ids = await _create_in_chunks(ctx, the_plan, views, default, key)
     in_order = [ids[pos] for pos in the_plan.positions]
     log.info("jobs_accepted", count=len(in_order), first=in_order[0],
              seconds=round(time.perf_counter() - started, 3))  # fmt: skip
+    return _submit_result(p, in_order)
+
+
+def _submit_result(p: P.SubmitParams, in_order: list[int]) -> Any:
     if p.job is not None:
         return {"id": in_order[0], "ids": in_order}
     return {"ids": in_order}
 
 
+def _submit_digest(p: P.SubmitParams) -> str:
+    """What identifies a call's params apart from its token: the same token with another
+    digest is another submission (keys sorted, so the order of ``env`` does not count)."""
+    canonical = msgspec.json.encode(msgspec.structs.replace(p, token=None), order="sorted")
+    return hashlib.sha256(canonical).hexdigest()
+
+
 async def _create_in_chunks(
-    ctx: ControlContext, the_plan: P.SubmitPlan, views: dict[str, P.ClusterView], default: str
+    ctx: ControlContext,
+    the_plan: P.SubmitPlan,
+    views: dict[str, P.ClusterView],
+    default: str,
+    key: SubmitKey | None,
 ) -> list[int]:
     """Store a big call (a 100,000-job campaign): the rows are validated and built here in
     chunks, on the loop, while the store's thread inserts the previous chunk inside SQLite
@@ -411,7 +447,9 @@ async def _create_in_chunks(
         async with anyio.create_task_group() as tg:
             tg.start_soon(produce)
             try:
-                return await ctx.store.create_jobs_from(count, the_plan.existing_parents, receive)
+                ids = await ctx.store.create_jobs_from(
+                    count, the_plan.existing_parents, receive, key=key
+                )
             finally:
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
@@ -421,6 +459,7 @@ async def _create_in_chunks(
         if sole is group:
             raise
         raise sole from None  # its own traceback still says where it came from
+    return ids
 
 
 def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -183,6 +183,7 @@ class JobSpecIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 class SubmitParams(msgspec.Struct, forbid_unknown_fields=True):
     job: JobSpecIn | None = None
     jobs: list[JobSpecIn] | None = None
+    token: str | None = None  # idempotency key: the same token again creates nothing new
 
 
 class IdsParams(msgspec.Struct, forbid_unknown_fields=True):

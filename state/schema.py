@@ -80,6 +80,18 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: job.submit calls remembered by their client token (idempotency key): the same
+    # token again gets the same ids and creates nothing. digest: SHA-256 of the call's
+    # params without the token (the same token with other params is refused); ids: the
+    # reply's ids in the caller's order, a JSON array of [first, count] runs.
+    """
+    CREATE TABLE submissions (
+        token      TEXT PRIMARY KEY,
+        digest     TEXT NOT NULL,
+        ids        TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

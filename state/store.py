@@ -165,6 +165,29 @@ class JobState:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitKey:
+    """A job.submit call's idempotency key, stored with its jobs in their transaction.
+
+    ``digest`` identifies the call's params (the same token with another digest is
+    refused); ``order`` gives, for each job in the caller's order, its index among the
+    jobs as created (``None``: the same order)."""
+
+    token: str
+    digest: str
+    order: Sequence[int] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Submission:
+    """A stored job.submit call: the ids it answered, in the caller's order."""
+
+    token: str
+    digest: str
+    ids: list[int]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Change:
     """A requested transition of one job (compare-and-set on state and version)."""
 
@@ -358,27 +381,38 @@ class Store:
 
     # --- writes -----------------------------------------------------------------------------
 
-    async def create_jobs(self, jobs: Sequence[NewJob]) -> list[int]:
+    async def create_jobs(
+        self, jobs: Sequence[NewJob], *, key: SubmitKey | None = None
+    ) -> list[int]:
         """Insert jobs, their dependencies and their creation events; return their ids."""
         send, receive = anyio.create_memory_object_stream[Sequence[NewJob] | BaseException](1)
         send.send_nowait(jobs)
         send.close()
         parents = sorted({p for job in jobs for p in job.after})
-        return await self.create_jobs_from(len(jobs), parents, receive)
+        return await self.create_jobs_from(len(jobs), parents, receive, key=key)
 
     async def create_jobs_from(
         self,
         count: int,
         parent_ids: Sequence[int],
         chunks: anyio.abc.ObjectReceiveStream[Sequence[NewJob] | BaseException],
+        *,
+        key: SubmitKey | None = None,
     ) -> list[int]:
         """Like :meth:`create_jobs` for ``count`` jobs arriving in chunks (in order), so a
         caller can validate the next chunk while this one is written. An exception
-        received instead of a chunk aborts the whole call: nothing is stored."""
+        received instead of a chunk aborts the whole call: nothing is stored.
+
+        With ``key``, the token is stored in the same transaction as the jobs. If it was
+        stored before, nothing is created and that call's ids are returned (in creation
+        order, as ever); if that call had another digest, Conflict."""
         now = self.clock()
 
         async def op(db: aiosqlite.Connection) -> list[int]:
             async with chunks:
+                if key is not None and (before := await _submission(db, key.token)):
+                    # a call racing with its own retry (the first check is a read)
+                    return sorted(same_submission(before, key.digest))
                 parent_states = await _states_of(db, parent_ids)
                 missing = [p for p in parent_ids if p not in parent_states]
                 if missing:
@@ -408,6 +442,13 @@ class Store:
                         await db.executemany("INSERT OR IGNORE INTO deps VALUES (?, ?)", dep_rows)
                 if len(states) != count:
                     raise SchedulerdError(f"only {len(states)} of {count} jobs arrived")
+                if key is not None:
+                    answered = ids if key.order is None else [ids[i] for i in key.order]
+                    await db.execute(
+                        "INSERT INTO submissions (token, digest, ids, created_at)"
+                        " VALUES (?, ?, ?, ?)",
+                        (key.token, key.digest, json.dumps(_runs(answered)), now),
+                    )
                 if State.READY in states:
                     self._work_pending = True
                 return ids
@@ -841,12 +882,49 @@ class Store:
         rows = await _fetchall(self._reader, "SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {str(s): int(n) for s, n in rows}
 
+    async def submission(self, token: str) -> Submission | None:
+        """The job.submit call stored under ``token`` (see :class:`SubmitKey`), if any."""
+        return await _submission(self._reader, token)
+
     async def settings(self) -> dict[str, Any]:
         rows = await _fetchall(self._reader, "SELECT key, value FROM settings")
         return {str(k): json.loads(v) for k, v in rows}
 
 
 _encode = msgspec.json.Encoder().encode
+
+
+def same_submission(before: Submission, digest: str) -> list[int]:
+    """The ids of a stored call sent again; Conflict if the token came with other params."""
+    if before.digest != digest:
+        first = min(before.ids)
+        what = f"job {first}" if len(before.ids) == 1 else f"{len(before.ids)} jobs from id {first}"
+        raise Conflict(
+            f"token {before.token!r} was already used for a different submission (it created"
+            f" {what}); send a new token with a new call"
+        )
+    return before.ids
+
+
+async def _submission(db: aiosqlite.Connection, token: str) -> Submission | None:
+    row = await _fetchone(
+        db, "SELECT token, digest, ids, created_at FROM submissions WHERE token = ?", (token,)
+    )
+    if row is None:
+        return None
+    ids = [i for first, n in json.loads(row[2]) for i in range(first, first + n)]
+    return Submission(token=row[0], digest=row[1], ids=ids, created_at=row[3])
+
+
+def _runs(ids: Sequence[int]) -> list[list[int]]:
+    """``[5, 6, 7, 2, 3]`` -> ``[[5, 3], [2, 2]]``: a 100,000-job call in order is one run."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and runs[-1][0] + runs[-1][1] == i:
+            runs[-1][1] += 1
+        else:
+            runs.append([i, 1])
+    return runs
 
 
 def _write_error(exc: sqlite3.Error) -> SchedulerdError:
