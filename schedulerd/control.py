@@ -622,6 +622,8 @@ async def events_list(conn: Connection, params: P.Params) -> Any:
     p = P.convert_params(params, P.EventsParams)
     if not 1 <= p.limit <= MAX_LIST_LIMIT:
         raise InvalidParams(f'"limit" must be between 1 and {MAX_LIST_LIMIT}')
+    if p.ids is not None and len(p.ids) > P.MAX_BATCH_LIST:
+        raise InvalidParams(f'at most {P.MAX_BATCH_LIST} ids per call')
     since = p.since or 0
     events = await conn.ctx.store.events_since(since, limit=p.limit, job_ids=p.ids)
     return {

@@ -844,12 +844,19 @@ class Store:
     async def events_since(
         self, cursor: int = 0, *, limit: int = 1000, job_ids: Sequence[int] | None = None
     ) -> list[Event]:
-        if job_ids:
+        if job_ids and len(job_ids) > 500:
+            # more ids than SQLite takes as variables in one statement: one JSON array
+            sql = (
+                f"{_SELECT_EVENT} WHERE id > ? AND job_id IN (SELECT value FROM json_each(?))"
+                " ORDER BY id LIMIT ?"
+            )
+            args: tuple[Any, ...] = (cursor, _encode(list(job_ids)).decode(), limit)
+        elif job_ids:
             sql = (
                 f"{_SELECT_EVENT} WHERE id > ? AND job_id IN ({', '.join('?' * len(job_ids))})"
                 " ORDER BY id LIMIT ?"
             )
-            args: tuple[Any, ...] = (cursor, *job_ids, limit)
+            args = (cursor, *job_ids, limit)
         else:
             sql = f"{_SELECT_EVENT} WHERE id > ? ORDER BY id LIMIT ?"
             args = (cursor, limit)

@@ -34,6 +34,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "job.submit": {"job": {"argv": ["true"]}},
     "job.get": {"id": 1},
     "job.list": {"limit": JOBS},
+    "job.states": {"ids": list(range(1, JOBS + 1))},
     "job.cancel": {"id": 2},
     "job.hold": {"id": 3},
     "job.release": {"id": 3},

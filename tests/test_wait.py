@@ -180,6 +180,20 @@ async def test_subscribe_to_more_ids_than_sqlite_takes_in_a_statement(tmp_path: 
             await client.aclose()
 
 
+async def test_events_list_over_more_ids_than_sqlite_takes_in_a_statement(tmp_path: Path) -> None:
+    """events.list with 40,000 ids answered -32603 (too many SQL variables)."""
+    async with running_daemon(local_settings(tmp_path)) as d:
+        client = await d.client()
+        try:
+            mine = (await client.call("job.submit", {"job": {"argv": ["true"]}}))["id"]
+            other = (await client.call("job.submit", {"job": {"argv": ["true"]}}))["id"]
+            wanted = [*range(10_000_000, 10_040_000), mine]
+            events = (await client.call("events.list", {"since": 0, "ids": wanted}))["events"]
+            assert events and {e["job_id"] for e in events} == {mine} and other not in wanted
+        finally:
+            await client.aclose()
+
+
 # --- schedctl wait ----------------------------------------------------------------------------
 
 
