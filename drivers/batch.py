@@ -113,7 +113,7 @@ def render_submit_program(dialect: Dialect, jobs: Sequence[JobRequest]) -> str:
             f' {shlex.join(dialect.submit_argv(job))} </dev/null 2>"$__sd_e"; __sd_rc=$?;'
             # say why: mkdir again, for this job only, to show its complaint
             f" else {{ printf 'cannot prepare %s\\n' {q(job.workdir)};"
-            f' cd -- "$__sd_home" && mkdir -p -- {dirs_of_job}; }} >"$__sd_e" 2>&1;'
+            f' cd -- "$__sd_home" && (umask 077 && mkdir -p -- {dirs_of_job}); }} >"$__sd_e" 2>&1;'
             f" __sd_rc={PREPARE_FAILED}; fi"
         )
         lines.append(f"printf '\\n{SUBMIT_MARK} {n} %s\\n' \"$__sd_rc\"")

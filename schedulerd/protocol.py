@@ -508,10 +508,10 @@ def _row(spec: JobSpecIn, cluster: ClusterView, local_parents: list[int]) -> New
     workdir = workdir or f"{cluster.workdir}/{{id}}"
     validate = _VALIDATORS.get(cluster.scheduler)
     if validate is not None:
-        problems = _dialect_problems(validate, workdir, queue or cluster.default_queue, account,
-                                     cpus, memory_mb, walltime_s, tuple(directives))  # fmt: skip
-        if problems:
-            raise ValueError(f"cluster {cluster.name} ({cluster.scheduler}): {'; '.join(problems)}")
+        refused = _dialect_problems(validate, workdir, queue or cluster.default_queue, account,
+                                    cpus, memory_mb, walltime_s, tuple(directives))  # fmt: skip
+        if refused:
+            raise ValueError(f"cluster {cluster.name} ({cluster.scheduler}): {'; '.join(refused)}")
     if account is not None:
         payload["account"] = account
     if directives:
