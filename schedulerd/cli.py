@@ -47,6 +47,7 @@ exit status:
   8  cluster check failed
   9  protocol error (malformed request or reply, unknown method, message too large)
  10  internal daemon error
+ 11  the daemon could not write its database (disk full, I/O error); nothing was changed
 141  stdout was closed early (e.g. `schedctl ls | head -1`); nothing is reported, as
      with any command killed by SIGPIPE
 """

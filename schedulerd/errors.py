@@ -135,6 +135,13 @@ class ConfigError(SchedulerdError):
     exit_status = 6
 
 
+class StorageError(SchedulerdError):
+    """The database could not be written; nothing of this request was stored."""
+
+    code = -32012
+    exit_status = 11
+
+
 # --- head node / driver errors (never on the wire as such) ---------------------------------
 
 

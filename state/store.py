@@ -37,6 +37,7 @@ from schedulerd.errors import (
     JobNotFound,
     SchedulerdError,
     ShuttingDown,
+    StorageError,
     UnknownDependency,
 )
 from schedulerd.state import machine
@@ -940,7 +941,7 @@ def _write_error(exc: sqlite3.Error) -> SchedulerdError:
     message = f"the database could not be written ({exc}); nothing of this request was stored"
     if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         message += ": free space on the file system of the state directory"
-    return SchedulerdError(message)
+    return StorageError(message)
 
 
 async def _fetchall(db: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> list[Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import string
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schedulerd.errors import SchedulerdError
+from schedulerd.errors import StorageError
 from schedulerd.state.machine import State
 from schedulerd.state.store import JobFilter, NewJob, Store, open_store
 from tests.harness import RpcError, local_settings, running_daemon
@@ -209,16 +208,16 @@ async def test_a_full_database_says_so_on_every_write_path(
     monkeypatch.setenv("SCHEDULERD_TEST_MAX_PAGES", FULL_AT_PAGES)
     async with store_at(tmp_path / "db.sqlite3") as store:
         big = NewJob(name="big", cluster="c", workdir="/w", spec={"argv": ["x" * 300_000]})
-        with pytest.raises(SchedulerdError, match="database or disk is full") as small_path:
+        with pytest.raises(StorageError, match="database or disk is full") as small_path:
             await store.create_jobs([big])
-        assert type(small_path.value) is SchedulerdError and "nothing" in small_path.value.message
+        assert type(small_path.value) is StorageError and "nothing" in small_path.value.message
         send, receive = anyio.create_memory_object_stream[Any](4)
         spec = {"argv": ["y" * 100]}
         many = [NewJob(name=f"j{i}", cluster="c", workdir="/w/{id}", spec=spec) for i in range(3000)]
         await send.send(many[:1500])
         await send.send(many[1500:])
         send.close()
-        with pytest.raises(SchedulerdError, match="database or disk is full"):
+        with pytest.raises(StorageError, match="database or disk is full"):
             await store.create_jobs_from(3000, [], receive)
         tiny = NewJob(name="s", cluster="c", workdir="/w", spec={"argv": ["x"]})
         (small,) = await store.create_jobs([tiny])
@@ -244,7 +243,7 @@ async def test_a_full_disk_answers_the_same_on_the_socket_for_small_and_chunked_
                     await client.call("job.submit", params)
                 errors.append(caught.value)
             for error in errors:
-                assert error.code == -32603
+                assert error.code == -32012
                 assert "database or disk is full" in error.message, error.message
                 assert "TaskGroup" not in error.message
             assert (await client.call("job.submit", {"job": {"argv": ["true"]}}))["id"] == 1
