@@ -83,6 +83,7 @@ class SubmitResult:
     native_id: str | None = None
     error: str | None = None
     transient: bool = False  # True: try again later without spending an attempt
+    auth: bool = False  # refused for our credentials: the job fails, the cluster is degraded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -339,13 +339,9 @@ class BatchDriver:
                     continue
                 try:
                     native = self.dialect.parse_submit(out, err, status)
-                except SubmitRejected as exc:
+                except (SubmitRejected, RemoteCommandError) as exc:
                     results[job.job_id] = SubmitResult(
-                        job_id=job.job_id, error=exc.message, transient=exc.transient
-                    )
-                except RemoteCommandError as exc:
-                    results[job.job_id] = SubmitResult(
-                        job_id=job.job_id, error=exc.message, transient=exc.transient
+                        job_id=job.job_id, error=exc.message, transient=exc.transient, auth=exc.auth
                     )
                 except ParseError as exc:
                     self._log.warning("submit_output_unparsed", job_id=job.job_id, error=exc.message)

@@ -163,12 +163,16 @@ class RemoteCommandError(SchedulerdError):
         exit_status: int | None = None,
         stderr: str = "",
         transient: bool = False,
+        auth: bool = False,
         data: Any = None,
     ) -> None:
         super().__init__(message, data=data)
         self.remote_exit_status = exit_status
         self.stderr = stderr
-        self.transient = transient
+        # auth: the head refused our credentials (authentication or authorisation); no
+        # retry can fix it, and every other command to that head meets the same
+        self.auth = auth
+        self.transient = transient and not auth
 
 
 class TransportError(SchedulerdError):
@@ -183,9 +187,12 @@ class SubmitRejected(SchedulerdError):
 
     code = -32023
 
-    def __init__(self, message: str | None = None, *, transient: bool = False) -> None:
+    def __init__(self, message: str | None = None, *, transient: bool = False, auth: bool = False) -> None:
         super().__init__(message)
-        self.transient = transient
+        # auth: refused for our credentials, not for this job: permanent for the job, and
+        # the cluster is degraded (every other job would meet the same)
+        self.auth = auth
+        self.transient = transient and not auth
 
 
 def all_error_classes() -> list[type[SchedulerdError]]:

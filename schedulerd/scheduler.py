@@ -149,6 +149,10 @@ class ClusterWorker:
         self._retry_now = anyio.Event()
         self.submit_paused_until: float | None = None
         self.last_refusal: str | None = None
+        # The head refused our credentials on a submit: no job is submitted to it until
+        # an operator acts (clusters.resume, or a reload), since every job would meet the
+        # same; the cluster stays degraded with the head's message meanwhile.
+        self.auth_refused: str | None = None
         # Invariant 5 counts this user's jobs that we did not submit: nothing is submitted
         # before the first poll has told us how many there are.
         self._first_poll = anyio.Event()
@@ -163,6 +167,17 @@ class ClusterWorker:
         self.config = config
         self.settings = settings
         self._bucket = TokenBucket(*config.submit_rate) if config.submit_rate else None
+        self._clear_auth_stop()  # the reload may carry new credentials: try them
+
+    def _clear_auth_stop(self) -> None:
+        if self.auth_refused is None:
+            return
+        self._log.info("submits_resumed_after_auth_refusal", was=self.auth_refused)
+        self.auth_refused = None
+        failing = self.poll_failures >= DEGRADED_AFTER
+        self._set_degraded(self.last_error if failing else None)
+        self._retry_now.set()
+        self._retry_now = anyio.Event()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self.reconcile()
@@ -212,8 +227,10 @@ class ClusterWorker:
         await self.store.set_setting(drained_key(self.name), drained)
         self.drained = drained
         if not drained:
-            # resume also means "try now": it ends a pause after refused submits
+            # resume also means "try now": it ends a pause after refused submits, and
+            # the stop after refused credentials
             self._refused_rounds = 0
+            self._clear_auth_stop()
             self._retry_now.set()
             self._retry_now = anyio.Event()
             self.poke()
@@ -225,6 +242,9 @@ class ClusterWorker:
         await self._first_poll.wait()
         while True:
             submitted = 0
+            if self.auth_refused is not None:
+                await self._retry_now.wait()  # clusters.resume or a reload
+                continue
             if not self.draining:
                 try:
                     submitted = await self.submit_once()
@@ -349,12 +369,23 @@ class ClusterWorker:
             self.last_refusal = results[0].error
         elif any(r.native_id is not None for r in results):
             self._refused_rounds = 0
+        refused = next((r.error or "credentials refused" for r in results if r.auth), None)
+        if refused is not None:
+            self.auth_refused = refused
+            self.mark_degraded(f"the head refused our credentials; submits stopped until"
+                               f" clusters resume {self.name}: {refused}")  # fmt: skip
         changes = []
         for job, result in zip(claimed, results, strict=True):
             if result.native_id is not None:
                 changes.append(Change(job_id=job.id, to=State.QUEUED, expect_state=State.SUBMITTING,
                                       reason=f"submitted as {result.native_id}",
                                       fields={"native_id": result.native_id, "queued_at": now}))  # fmt: skip
+            elif result.auth:
+                # permanent for the job (no retry spends itself on it); `schedctl retry`
+                # once the credentials are fixed
+                changes.append(Change(job_id=job.id, to=State.FAILED, expect_state=State.SUBMITTING,
+                                      reason=f"submit refused, credentials: {result.error}",
+                                      fields={"max_attempts": job.attempt}))  # fmt: skip
             elif result.transient:
                 changes.append(Change(job_id=job.id, to=State.READY, expect_state=State.SUBMITTING,
                                       reason=f"submit deferred: {result.error}",
@@ -388,7 +419,7 @@ class ClusterWorker:
                 self._poll_failed(str(exc), during="poll")
             except SchedulerdError as exc:
                 # nothing is decided from an answer we could not read; try next round
-                self._poll_failed(str(exc), during="poll")
+                self._poll_failed(str(exc), during="poll", auth=getattr(exc, "auth", False))
             except Exception as exc:
                 self._log.exception("poll_crashed")
                 self._poll_failed(f"internal error: {exc}", during="poll")
@@ -404,7 +435,6 @@ class ClusterWorker:
 
     def mark_degraded(self, reason: str) -> None:
         """Show the cluster degraded at once (a head whose answer no retry can change)."""
-        self.poll_failures = max(self.poll_failures, DEGRADED_AFTER)
         self._set_degraded(reason)
 
     def _set_degraded(self, reason: str | None) -> None:
@@ -416,16 +446,21 @@ class ClusterWorker:
             self._log.warning("cluster_degraded", error=reason, failures=self.poll_failures)
         self.degraded_reason = reason
 
-    def _poll_failed(self, error: str, *, during: str) -> None:
+    def _poll_failed(self, error: str, *, during: str, auth: bool = False) -> None:
         self.last_error = error
         self.poll_failures += 1
         self._log.debug("poll_failed", error=error, during=during, failures=self.poll_failures)
-        if self.poll_failures >= DEGRADED_AFTER:
+        if self.auth_refused is not None:
+            return  # degraded already, with the head's refusal of our credentials
+        if auth:
+            self._set_degraded(f"the head refused our credentials: {error}")  # no retry helps
+        elif self.poll_failures >= DEGRADED_AFTER:
             self._set_degraded(error)
 
     def _poll_succeeded(self) -> None:
         self.poll_failures = 0
-        self._set_degraded(None)
+        if self.auth_refused is None:
+            self._set_degraded(None)
 
     async def poll_once(self) -> None:
         await self._kill_pending()
@@ -526,6 +561,7 @@ class ClusterWorker:
             "last_error": self.last_error,
             "degraded": self.degraded,
             "degraded_reason": self.degraded_reason,
+            "submits_stopped": self.auth_refused is not None,
             "poll_failures": self.poll_failures,
             "submit_paused_until": self.submit_paused_until,
             "last_refusal": self.last_refusal,
