@@ -108,6 +108,10 @@ class ClusterConfig:
     poll_interval: float = 30.0
     submit_rate: tuple[int, float] | None = None
     submit_batch: int = 100
+    # a job the head refused for a passing reason (a queued-jobs limit, a busy server)
+    # waits this long before it is offered again; a round the head refused whole pauses
+    # the cluster's submits this long, doubling per further such round (at most 10 min)
+    refusal_pause: float = 30.0
     exit_read_timeout: float = 300.0
     command_timeout: float = 120.0
     max_channels: int = 8
@@ -152,6 +156,7 @@ _CLUSTER_KEYS = {
     "accept_unknown_host_keys", "jump_host", "workdir", "default_queue", "account",
     "max_jobs", "poll_interval", "submit_rate", "submit_batch", "exit_read_timeout",
     "command_timeout", "max_channels", "connect_timeout", "keepalive_interval", "transport",
+    "refusal_pause",
 }  # fmt: skip
 _TOP_KEYS = {"state_dir", "socket", "socket_group", "max_message_bytes", "max_buffered_bytes",
              "limits", "clusters",
@@ -203,7 +208,7 @@ def _cluster(name: str, raw: Any, state_dir: Path) -> ClusterConfig:
                 raise ConfigError(f"{where}.{key}: must be positive")
             values[key] = number
     for key in ("poll_interval", "exit_read_timeout", "command_timeout", "connect_timeout",
-                "keepalive_interval"):  # fmt: skip
+                "keepalive_interval", "refusal_pause"):  # fmt: skip
         if key in raw:
             values[key] = parse_duration(
                 _expect((str, int, float), raw[key], f"{where}.{key}"), what=f"{where}.{key}"

@@ -39,8 +39,8 @@ PHASE_TO_STATE = {
 STAGE_OUT_STATES = frozenset({State.COMPLETED, State.FAILED, State.TIMEOUT})
 STAGING_CONCURRENCY = 8
 # pause of the submit loop after a round whose every job the head refused for a
-# passing reason: 30 s, doubling each further such round, at most 10 min
-SUBMIT_PAUSE_BASE = 30.0
+# passing reason: the cluster's refusal_pause (30 s), doubling each further such round,
+# at most 10 min
 SUBMIT_PAUSE_MAX = 600.0
 #: polls in a row that fail before the cluster is shown ``degraded``
 DEGRADED_AFTER = 3
@@ -261,7 +261,8 @@ class ClusterWorker:
                 # going on with the next ready jobs at once: a head that keeps refusing
                 # (a QOS limit that never lifts) sees one batch per pause, not thousands
                 # of submit commands every 30 s.
-                pause = min(SUBMIT_PAUSE_MAX, SUBMIT_PAUSE_BASE * 2 ** (self._refused_rounds - 1))
+                base = self.config.refusal_pause
+                pause = min(max(SUBMIT_PAUSE_MAX, base), base * 2 ** (self._refused_rounds - 1))
                 self._log.warning("head_refusing_submits", rounds=self._refused_rounds,
                                   pause=pause, error=self.last_refusal)  # fmt: skip
                 self.submit_paused_until = time.time() + pause
@@ -389,7 +390,7 @@ class ClusterWorker:
             elif result.transient:
                 changes.append(Change(job_id=job.id, to=State.READY, expect_state=State.SUBMITTING,
                                       reason=f"submit deferred: {result.error}",
-                                      fields={"not_before": now + 30.0}))  # fmt: skip
+                                      fields={"not_before": now + self.config.refusal_pause}))  # fmt: skip
             else:
                 changes.append(Change(job_id=job.id, to=State.FAILED, expect_state=State.SUBMITTING,
                                       reason=f"submit refused: {result.error}"))  # fmt: skip

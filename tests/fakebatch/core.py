@@ -93,7 +93,14 @@ DEFAULT_CONFIG: dict[str, Any] = {
 #   hold_next: int          the next N submitted jobs are held by the system
 #   node_fail_next: int     the next N started jobs die with their node (no exit file)
 #   noise: bool             commands print banner/noise lines the parsers must skip
+#   submit_auth: int        the next N submits are refused for our credentials, in the
+#                           system's real wording (munge, AUTHENTICATE:1003, ...)
+#   max_queued: int         a site limit: a submit is refused, in the system's real wording
+#                           of its queued-jobs limit, while this many of the user's jobs are
+#                           unfinished on the head (0 or absent: no limit)
 FAULT_KEYS = {
+    "submit_auth",
+    "max_queued",
     "submit_transient",
     "submit_permanent",
     "hang",
