@@ -90,9 +90,9 @@ async def worker_with(tmp_path: Path, head: RefusingHead) -> AsyncIterator[tuple
             await store.aclose_connections()
 
 
-async def _until(condition, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    with anyio.fail_after(timeout):
-        while not await condition():
+async def _until(condition, seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    with anyio.fail_after(seconds):
+        while not await condition():  # noqa: ASYNC110 -- polls the store, which has no event for it
             await anyio.sleep(0.02)
 
 
