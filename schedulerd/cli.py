@@ -504,9 +504,9 @@ def cmd_info(client: Client, args: argparse.Namespace) -> int:
     _out(f"socket:   {info['socket']}\ndatabase: {info['database']}")
     jobs = info["jobs"]
     _out("jobs:     " + (", ".join(f"{k} {v}" for k, v in sorted(jobs.items())) or "none"))
-    rows = [[c["name"], c["scheduler"], c["host"] or "-", str(c["max_jobs"]),
-             c["last_error"] or "ok"] for c in info["clusters"]]  # fmt: skip
-    _out(_table(rows, ["CLUSTER", "SCHEDULER", "HOST", "MAX_JOBS", "STATUS"]))
+    rows = [[c["name"], c["scheduler"], c["host"] or "-", str(c["max_jobs"]), _cluster_state(c),
+             _one_line(c.get("degraded_reason") or c["last_error"])] for c in info["clusters"]]  # fmt: skip
+    _out(_table(rows, ["CLUSTER", "SCHEDULER", "HOST", "MAX_JOBS", "STATE", "ERROR"]))
     return EXIT_OK
 
 
@@ -517,10 +517,11 @@ def cmd_clusters(client: Client, args: argparse.Namespace) -> int:
             _out(json.dumps({"clusters": result["clusters"]}))
             return EXIT_OK
         rows = [[c["name"], c["scheduler"], c["host"] or "-", str(c["max_jobs"]),
-                 str(c["foreign_jobs"]), "yes" if c["draining"] else "no", _time(c["last_poll"]),
-                 _one_line(c["last_error"])] for c in result["clusters"]]  # fmt: skip
+                 str(c["foreign_jobs"]), "yes" if c["draining"] else "no", _cluster_state(c),
+                 _time(c["last_poll"]), _one_line(c.get("degraded_reason") or c["last_error"])]
+                for c in result["clusters"]]  # fmt: skip
         _out(_table(rows, ["NAME", "SCHEDULER", "HOST", "MAX_JOBS", "FOREIGN", "DRAINING",
-                           "LAST_POLL", "LAST_ERROR"]))  # fmt: skip
+                           "STATE", "LAST_POLL", "LAST_ERROR"]))  # fmt: skip
         return EXIT_OK
     if args.action == "check":
         report = client.call("clusters.check", {"name": args.name})
@@ -537,6 +538,17 @@ def cmd_clusters(client: Client, args: argparse.Namespace) -> int:
     else:
         _out(f"{status['name']}\t{'draining' if status['draining'] else 'accepting jobs'}")
     return EXIT_OK
+
+
+def _cluster_state(c: dict[str, Any]) -> str:
+    """One word for a cluster's health: what an operator looks at first."""
+    if c.get("submits_stopped"):
+        return "stopped"  # the head refused our credentials: clusters resume once fixed
+    if c.get("degraded"):
+        return "degraded"
+    if c.get("draining"):
+        return "draining"
+    return "ok"
 
 
 def _one_line(text: str | None) -> str:

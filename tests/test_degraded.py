@@ -3,6 +3,8 @@ per change, and recovers by itself when the head answers again (issue 6)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,12 @@ from structlog.testing import capture_logs
 from schedulerd.scheduler import DEGRADED_AFTER
 from tests.fakebatch.core import gated
 from tests.test_conformance import fake_cluster, submit, wait_state
+
+
+def _schedctl(socket: Path, command: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "schedulerd.cli", "--socket", str(socket), command],
+                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    return done.stdout
 
 
 async def _cluster(client: Any) -> dict[str, Any]:
@@ -40,6 +48,10 @@ async def test_failing_polls_make_the_cluster_degraded_then_it_recovers(tmp_path
             assert status["degraded_reason"], status
             info = await c.client.call("daemon.info")
             assert info["clusters"][0]["degraded"] is True
+            for command in ("clusters", "info"):  # what an operator reads
+                shown = await anyio.to_thread.run_sync(_schedctl, c.daemon.socket, command)
+                (row,) = [line for line in shown.splitlines() if line.startswith("head ")]
+                assert " degraded " in row and status["degraded_reason"].split()[0] in row, shown
             # a few more failing polls: still one log line about it
             failures = status["poll_failures"]
             deadline = time.monotonic() + 30

@@ -51,10 +51,10 @@ def test_clusters_list_check_drain_resume_on_a_daemon_process(tmp_path: Path) ->
         assert out.returncode == 0, out.stderr
         header, *rows = out.stdout.splitlines()
         assert header.split() == ["NAME", "SCHEDULER", "HOST", "MAX_JOBS", "FOREIGN", "DRAINING",
-                                  "LAST_POLL", "LAST_ERROR"]  # fmt: skip
+                                  "STATE", "LAST_POLL", "LAST_ERROR"]  # fmt: skip
         assert len(rows) == 1
         fields = rows[0].split()
-        assert fields[:6] == ["local", "local", "-", "2", "0", "no"]
+        assert fields[:7] == ["local", "local", "-", "2", "0", "no", "ok"]
         assert fields[-1] == "-"  # no error
 
         listed = schedctl(sock, "--json", "clusters")
