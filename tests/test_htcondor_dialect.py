@@ -552,6 +552,33 @@ def test_submit_faults(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_submit_auth_fault_is_refused_credentials(head: Head) -> None:
+    head.fake.set_faults(submit_auth=1)
+    with pytest.raises(SubmitRejected) as info:
+        head.submit(head.job("true"))
+    assert (info.value.transient, info.value.auth) == (False, True)
+    assert "Failed to connect to local queue manager" in info.value.message
+    assert "AUTHENTICATE:1003" in info.value.message
+    assert head.fake.jobs() == []
+    assert head.submit(head.job("true")).endswith(".0")
+
+
+@pytest.mark.timeout(120)
+def test_max_queued_fault_is_the_per_owner_limit(head: Head) -> None:
+    gate = head.workdir / "gate"
+    head.fake.set_faults(max_queued=1)
+    first = head.submit(head.job(*gated(gate)))
+    with pytest.raises(SubmitRejected) as info:
+        head.submit(head.job("true"))
+    assert (info.value.transient, info.value.auth) == (True, False)
+    assert "would exceed MAX_JOBS_PER_OWNER" in info.value.message
+    assert [j["id"] for j in head.fake.jobs()] == [first]
+    gate.touch()
+    head.finish(first)
+    assert head.submit(head.job("true")).endswith(".0")  # the limit passed
+
+
+@pytest.mark.timeout(120)
 def test_schedd_down(head: Head) -> None:
     native_id = head.submit(head.job("true"))
     head.fake.set_faults(down=True)

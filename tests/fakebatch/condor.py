@@ -4,7 +4,9 @@ condor_release, condor_version.
 Outputs follow the real formats (see tests/fixtures/batch-outputs/htcondor):
 ``condor_submit -terse`` prints ``C.0 - C.0``, ``-af[:jt...]`` prints the job id and the
 attribute values (``undefined`` when missing), ``condor_rm`` "Job C.P marked for
-removal". Native ids are ``{seq}.0``. ``condor_history`` reads the (fake) local history
+removal". Native ids are ``{seq}.0``. Faults ``submit_auth`` (AUTHENTICATE:1003/1004 under
+"Failed to connect to local queue manager") and ``max_queued`` (MAX_JOBS_PER_OWNER) use
+condor_submit's own wordings. ``condor_history`` reads the (fake) local history
 file, so it keeps working when the schedd is down, as the real one does.
 """
 
@@ -25,6 +27,17 @@ ADDRESS = "<127.0.0.1:9618?addrs=127.0.0.1-9618&alias=fakehead&noUDP&sock=schedd
 CONNECT_FAILED = f"CEDAR:6001:Failed to connect to {ADDRESS}\n"
 QUEUE_MANAGER = "ERROR: Failed to connect to local queue manager\n" + CONNECT_FAILED
 FETCH_FAILED = f"-- Failed to fetch ads from: {ADDRESS} : fakehead\n" + CONNECT_FAILED
+# refused credentials, as condor_submit prints them (submit.cpp connect_to_the_schedd: the
+# error stack of a token the schedd does not accept; DIRACGrid/DIRAC issue #8048)
+AUTH_REFUSED = (
+    "\nERROR: Failed to connect to local queue manager\n"
+    "AUTHENTICATE:1003:Failed to authenticate with any method\n"
+    "AUTHENTICATE:1004:Failed to authenticate using IDTOKENS\n"
+)
+# the schedd's per-owner limit on jobs in the queue (qmgmt.cpp NewProc; submit.cpp)
+OWNER_LIMIT = (
+    "\nERROR: Failed to create proc\nNumber of submitted jobs would exceed MAX_JOBS_PER_OWNER\n"
+)
 NOISE = "*** fakehead: the schedd will be restarted on Saturday 08:00 ***\n"
 VERSION = (
     "$CondorVersion: 10.0.0 Nov 15 2022 BuildID: 613286 PackageID: 10.0.0-1 $\n"
@@ -136,8 +149,20 @@ def condor_submit(head: FakeHead, argv: list[str]) -> Result:
             with open(dry_run, "w") as fh:
                 fh.write(ad)
             return noise, "", 0
+        if head.take_fault("submit_auth"):
+            return noise, AUTH_REFUSED, 1
         if head.take_fault("submit_transient"):
             return noise, QUEUE_MANAGER, 1
+        limit = int(head.faults.get("max_queued") or 0)
+        if limit > 0:
+            user = head.config["user"]
+            unfinished = sum(
+                1
+                for j in queue["jobs"].values()
+                if j["owner"] == user and j["state"] != "done" and not j["forgotten"]
+            )
+            if unfinished >= limit:
+                return noise, OWNER_LIMIT, 1
         if head.take_fault("submit_permanent"):
             rejected = (
                 "ERROR: Failed to commit job submission into the queue.\n"
