@@ -15,8 +15,14 @@ different key is refused as well.
 
 A command that exceeds its timeout raises ``TransportError``; its channel is closed
 (after a best-effort SIGKILL request). OpenSSH does not kill a command without a pty
-when its channel closes, so on a real head a timed-out command may go on running: wrap
-commands that must not outlive their timeout with ``timeout(1)`` on the head.
+when its channel closes (nor does it honour the signal request), so on a real head a
+timed-out command would go on running. So once per connection the transport asks
+whether the head has a ``timeout(1)`` that takes ``-k`` (coreutils, newer busybox), and
+if so runs every command as ``exec timeout -k 5 SECS sh -c COMMAND`` with SECS no more than
+the daemon's own timeout: the head ends what the daemon gave up on (TERM, then KILL five
+seconds later, to the command's whole process group). Without one, commands run as
+they are. (timeout(1) stops watching once its own child has ended: a background process
+that ignores TERM and outlives the command's shell is beyond its reach.)
 
 Authentication uses the given key files and the ssh-agent at ``SSH_AUTH_SOCK`` (or the
 default key files when none are given). ``~/.ssh/config`` is not read: every setting
@@ -29,6 +35,7 @@ import contextlib
 import os
 import posixpath
 import random
+import shlex
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -41,11 +48,16 @@ import structlog
 
 from schedulerd.drivers.transport import CommandResult, make_private_dirs
 from schedulerd.errors import ConfigError, TransportError
+from schedulerd.state.retry import retry_delay
 
 _CLOSE_GRACE = 5.0  # seconds to wait for a connection to finish closing
 _CHANNEL_CLOSE_GRACE = 2.0  # seconds to wait for the head to confirm a channel's close
 _COMMAND_PREVIEW = 200  # characters of a command quoted in error messages
 _TRANSFER_CHUNK = 1 << 20  # bytes per SFTP read/write call (asyncssh splits them further)
+_KILL_GRACE = 5  # seconds between timeout(1)'s TERM and its KILL on the head
+#: asks the head's login shell whether ``timeout -k`` works (one command per connection)
+TIMEOUT_PROBE = "timeout -k 1 10 true && echo schedulerd-timeout-ok"
+_TIMEOUT_EXITS = (124, 128 + 9)  # timeout(1) ended the command (TERM; KILL after -k)
 
 _logger = structlog.get_logger(__name__)
 
@@ -274,6 +286,8 @@ class SSHTransport:
         self._failures = 0
         self._last_attempt: float | None = None
         self._closed = False
+        #: the connection whose head has a usable ``timeout -k`` (see the module docstring)
+        self._timeout_conn: asyncssh.SSHClientConnection | None = None
         #: ``time.monotonic()`` value before which no connection attempt is made.
         self.available_at = 0.0
         #: Why the last connection attempt failed or the connection was lost; None when fine.
@@ -326,13 +340,17 @@ class SSHTransport:
 
     async def _run_once(self, command: str, data: bytes | None, limit: float) -> CommandResult:
         conn = await self._connection()
+        wrapped = conn is self._timeout_conn
+        remote_limit = float(int(limit)) if limit >= 1 else round(limit, 3)
+        sent = wrap_in_timeout(command, remote_limit) if wrapped else command
         async with self._channels:
             process: asyncssh.SSHClientProcess[bytes] | None = None
             try:
-                deadline = time.monotonic() + limit
+                started = time.monotonic()
+                deadline = started + limit
                 with anyio.fail_after(limit):
                     process = await conn.create_process(
-                        command,
+                        sent,
                         input=data,
                         stdin=asyncssh.PIPE if data else asyncssh.DEVNULL,
                         encoding=None,
@@ -367,7 +385,29 @@ class SSHTransport:
             )
         if exit_status < 0:  # killed by a signal: report it as a shell would
             exit_status = 128 - exit_status
+        if (
+            wrapped
+            and exit_status in _TIMEOUT_EXITS
+            and time.monotonic() - started >= max(0.0, remote_limit - 0.5)
+        ):
+            # the head's timeout(1) came first: the same as our own timeout
+            raise TransportError(
+                f"ssh {self.label}: command timed out after {limit:g}s: {_preview(command)}"
+            )
         return CommandResult(_decode(completed.stdout), _decode(completed.stderr), exit_status)
+
+    async def _probe_timeout(self, conn: asyncssh.SSHClientConnection) -> bool:
+        """Whether this head's ``timeout -k`` works (once per connection; never fatal)."""
+        try:
+            with anyio.fail_after(self.options.connect_timeout):
+                async with self._channels:
+                    result = await conn.run(TIMEOUT_PROBE, check=False, stdin=asyncssh.DEVNULL)
+        except _SSH_ERRORS as exc:  # TimeoutError is an OSError
+            self._log.warning("ssh_timeout_probe_failed", error=_describe(exc))
+            return False
+        usable = result.exit_status == 0 and "schedulerd-timeout-ok" in _decode(result.stdout)
+        self._log.info("ssh_remote_timeout", available=usable)
+        return usable
 
     async def upload(self, local_path: str, remote_path: str) -> None:
         """Copy a local file to the head over SFTP, creating the remote parent folders
@@ -507,13 +547,15 @@ class SSHTransport:
             self._failures = 0
             self.available_at = 0.0
             self.last_error = None
+            self._timeout_conn = conn if await self._probe_timeout(conn) else None
             self._conn = conn
             return conn
 
     def _backoff_delay(self) -> float:
         """Exponential in the number of failures, capped, jittered into [base/2, base]."""
-        exponent = min(self._failures - 1, 62)
-        base = min(self.options.backoff_max, self.options.backoff_initial * 2.0**exponent)
+        base = retry_delay(
+            self._failures, base=self.options.backoff_initial, cap=self.options.backoff_max
+        )
         return self._random.uniform(base / 2, base)
 
     async def _open(self) -> asyncssh.SSHClientConnection:
@@ -598,6 +640,29 @@ class SSHTransport:
                 command=_preview(str(process.command)),
                 waited=_CHANNEL_CLOSE_GRACE,
             )
+
+
+def wrap_in_timeout(command: str, seconds: float) -> str:
+    """``command`` run by ``sh`` under the head's ``timeout(1)``: TERM after ``seconds``,
+    KILL ``_KILL_GRACE`` seconds later (invariant 6: the command is one quoted word)."""
+    duration = str(int(seconds)) if seconds == int(seconds) else f"{seconds:.3f}"
+    # exec: timeout(1) takes the login shell's place, so it stays in the session's process
+    # group (its setpgid fails for a session leader) and what it signals is everything
+    # the command started; otherwise it would move itself and the command to a group of
+    # their own, out of reach of whoever ends the session
+    return "exec " + shlex.join(
+        ["timeout", "-k", str(_KILL_GRACE), duration, "sh", "-c", command]
+    )
+
+
+def unwrap_timeout(sent: str) -> str:
+    """The command inside :func:`wrap_in_timeout`'s result; anything else as it is."""
+    words = sent.split(" ", 7)
+    if len(words) == 8 and words[:2] == ["exec", "timeout"] and words[5:7] == ["sh", "-c"]:
+        inner = shlex.split(words[7])
+        if len(inner) == 1:
+            return inner[0]
+    return sent
 
 
 def _private(mode: int) -> asyncssh.SFTPAttrs:

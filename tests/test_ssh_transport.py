@@ -17,11 +17,17 @@ import asyncssh
 import pytest
 from structlog.testing import capture_logs
 
-from schedulerd.drivers.ssh import SSHOptions, SSHTransport, parse_jump_host
+from schedulerd.drivers.ssh import (
+    TIMEOUT_PROBE,
+    SSHOptions,
+    SSHTransport,
+    parse_jump_host,
+    unwrap_timeout,
+)
 from schedulerd.drivers.transport import CommandResult
 from schedulerd.errors import ConfigError, TransportError
 from tests.sshd import running_sshd
-from tests.sshserver import running_ssh_server
+from tests.sshserver import SSHTestServer, running_ssh_server
 
 TRICKY_ARGS = [
     "it's",
@@ -46,6 +52,12 @@ async def eventually(predicate: Callable[[], bool], *, within: float = 30.0) -> 
 
 def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
     return [entry for entry in logs if entry["event"] == name]
+
+
+def ran(server: SSHTestServer) -> list[str]:
+    """The commands the server was asked to run, as given to the transport (without the
+    timeout(1) probe of each connection and the timeout wrapper)."""
+    return [unwrap_timeout(c) for c in server.commands if c != TIMEOUT_PROBE]
 
 
 # --- options -------------------------------------------------------------------------------
@@ -87,7 +99,8 @@ async def test_stdout_stderr_exit_status_and_input(tmp_path: Path) -> None:
             result = await transport.run(r"printf 'bad \377 byte'")
             assert result.stdout == "bad \ufffd byte"
             assert (await transport.run("kill -9 $$")).exit_status == 137
-        assert server.exec_count == 6
+        assert server.exec_count == 7 and server.commands[0] == TIMEOUT_PROBE
+        assert len(ran(server)) == 6
         assert server.connection_count == 1
 
 
@@ -116,6 +129,32 @@ async def test_timeout_closes_the_channel_and_the_connection_stays_usable(tmp_pa
         assert server.connection_count == 1
 
 
+async def test_commands_run_under_the_heads_timeout(tmp_path: Path) -> None:
+    async with running_ssh_server(tmp_path) as server, SSHTransport(server.options()) as transport:
+        assert (await transport.run("echo 'it''s'; exit 4", timeout=30.7)).exit_status == 4
+        assert (await transport.run("cat", input="x\n", timeout=0.8)).stdout == "x\n"
+    # once per connection: does timeout -k work? then never longer than our own timeout
+    assert server.commands == [
+        TIMEOUT_PROBE,
+        "exec timeout -k 5 30 sh -c " + shlex.quote("echo 'it''s'; exit 4"),
+        "exec timeout -k 5 0.800 sh -c cat",
+    ]
+    assert ran(server) == ["echo 'it''s'; exit 4", "cat"]
+
+
+async def test_a_head_without_a_usable_timeout_runs_commands_as_they_are(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "old-busybox"
+    bin_dir.mkdir()
+    fake = bin_dir / "timeout"  # busybox before 1.30: timeout [-t SECS] [-s SIG] PROG
+    fake.write_text("#!/bin/sh\necho 'timeout: invalid option -- k' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    async with running_ssh_server(tmp_path, env=env) as server:
+        async with SSHTransport(server.options()) as transport:
+            assert (await transport.run("echo plain")).stdout == "plain\n"
+    assert server.commands == [TIMEOUT_PROBE, "echo plain"]
+
+
 async def test_cancelled_command_gives_its_channel_back(tmp_path: Path) -> None:
     async with (
         running_ssh_server(tmp_path) as server,
@@ -142,7 +181,7 @@ async def test_concurrent_commands_share_one_connection_within_the_channel_cap(
                 for index in range(30):
                     tg.start_soon(one, index)
         assert {i: r.stdout for i, r in results.items()} == {i: f"{i}\n" for i in range(30)}
-        assert server.exec_count == 30
+        assert server.exec_count == 31 and len(ran(server)) == 30  # and the probe
         assert server.max_concurrent_sessions == 4
         assert server.connection_count == 1
 
@@ -181,12 +220,13 @@ async def test_connection_lost_mid_command_raises_and_the_next_call_reconnects(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(long_command)
-            await eventually(lambda: server.active_sessions == 1)
+            # the command itself, not the connection's timeout(1) probe
+            await eventually(lambda: server.active_sessions == 1 and "sleep 30" in ran(server))
             await server.drop_connections()
         assert len(failure) == 1
         assert "127.0.0.1" in str(failure[0])
         # the command might have run: it is reported, never silently repeated
-        assert server.commands.count("sleep 30") == 1
+        assert ran(server).count("sleep 30") == 1
         assert (await transport.run("echo back")).stdout == "back\n"
         assert server.connection_count == 2
 
@@ -346,7 +386,7 @@ async def test_jump_host_tunnels_to_the_head_and_is_reused(tmp_path: Path) -> No
         assert bastion.forward_requests == [("127.0.0.1", head.port)] * 2
         assert bastion.exec_count == 0
         assert bastion.connection_count == 1  # the connection to the bastion was reused
-        assert head.exec_count == 2
+        assert head.exec_count == 4 and ran(head) == ["echo via bastion", "echo again"]
         assert head.connection_count == 2
 
 
@@ -501,6 +541,40 @@ async def test_sshd_sftp_copies_are_never_wider_than_their_source(tmp_path: Path
     with running_sshd(tmp_path) as sshd:
         async with SSHTransport(sshd.options()) as transport:
             await _check_private_copies(transport, tmp_path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has ended; only its parent has not reaped it yet
+
+
+@pytest.mark.sshd
+async def test_sshd_timed_out_command_does_not_go_on_running_on_the_head(tmp_path: Path) -> None:
+    """OpenSSH neither kills a command without a pty when its channel closes nor obeys
+    the signal request: without timeout(1) on the head, the sleeps below ran 5 minutes."""
+
+    def hanging(tag: str, prelude: str = "") -> str:
+        pids = shlex.quote(str(tmp_path / f"{tag}.pids"))
+        return f"{prelude}sleep 300 & echo $! > {pids}; echo $$ >> {pids}; wait"
+
+    with running_sshd(tmp_path) as sshd:
+        async with SSHTransport(sshd.options()) as transport:
+            with pytest.raises(TransportError, match=r"timed out after 2s"):
+                await transport.run(hanging("plain"), timeout=2)
+            # TERM is ignored by the shell and its child: KILL follows 5 s later
+            with pytest.raises(TransportError, match=r"timed out after 2s"):
+                await transport.run(hanging("stubborn", "trap '' TERM; "), timeout=2)
+            assert (await transport.run("echo alive")).stdout == "alive\n"
+    started = [int(pid) for tag in ("plain", "stubborn")
+               for pid in (tmp_path / f"{tag}.pids").read_text().split()]  # fmt: skip
+    assert len(started) == 4
+    deadline = time.monotonic() + 30  # TERM at 2 s, KILL 5 s later: generous
+    while [pid for pid in started if _alive(pid)]:
+        assert time.monotonic() < deadline, [pid for pid in started if _alive(pid)]
+        await anyio.sleep(0.1)
 
 
 @pytest.mark.sshd
