@@ -9,19 +9,23 @@ import select
 import shlex
 import socket
 import sys
+import textwrap
 import time
 import uuid
 from collections import deque
 from datetime import datetime
 from typing import Any, NoReturn
 
-from schedulerd.config import (
-    default_socket_path,
-    default_state_dir,
-    load_settings,
-    parse_duration,
+from schedulerd.config import default_socket_path, default_state_dir, load_settings
+from schedulerd.errors import (
+    EXIT_STATUS_SUMMARY,
+    ConfigError,
+    JobNotFound,
+    SchedulerdError,
+    UnknownDependency,
+    error_class_for_code,
 )
-from schedulerd.errors import ConfigError, JobNotFound, UnknownDependency, error_class_for_code
+from schedulerd.units import parse_duration
 
 EXIT_OK = 0
 EXIT_NOT_ALL_COMPLETED = 1
@@ -34,23 +38,50 @@ EXIT_STDOUT_CLOSED = 141  # what a shell shows for a command killed by SIGPIPE
 MAX_IDS_PER_CALL = 100_000  # job.states takes at most this many ids
 CLUSTER_CHECK_INTERVAL = 5.0  # wait: seconds between looks at the clusters' health
 
-EXIT_CODES_HELP = """\
-exit status:
-  0  success
-  1  wait: some job ended in a state other than completed
-  2  usage error
-  3  cannot reach the daemon (not running, wrong socket, permission denied, shutting down)
-  4  no such job
-  5  the state change is not allowed now (illegal transition, version conflict)
-  6  invalid input (bad job spec, unknown cluster, unknown dependency, cycle)
-  7  wait: timed out
-  8  cluster check failed
-  9  protocol error (malformed request or reply, unknown method, message too large)
- 10  internal daemon error
- 11  the daemon could not write its database (disk full, I/O error); nothing was changed
-141  stdout was closed early (e.g. `schedctl ls | head -1`); nothing is reported, as
-     with any command killed by SIGPIPE
-"""
+#: what schedctl's own exit statuses mean (the others come from the error classes)
+_CLI_EXIT_HELP = {
+    EXIT_OK: "success",
+    EXIT_NOT_ALL_COMPLETED: "wait: some job ended in a state other than completed",
+    EXIT_USAGE: "usage error",
+    EXIT_TIMEOUT: "wait: timed out",
+    EXIT_CHECK_FAILED: "cluster check failed",
+    EXIT_STDOUT_CLOSED: "stdout was closed early (e.g. `schedctl ls | head -1`); nothing is "
+    "reported, as with any command killed by SIGPIPE",
+}
+#: cases schedctl itself adds to a status of the error classes
+_CLI_EXIT_CASES = {
+    EXIT_UNREACHABLE: ("not running", "wrong socket"),
+    EXIT_PROTOCOL: ("unreadable reply",),
+}
+
+
+def exit_codes_help() -> str:
+    """The ``exit status:`` part of ``schedctl --help``: one line per status, made from
+    schedctl's own statuses and each error class's ``exit_status`` and ``exit_help``."""
+    cases: dict[int, list[str]] = {s: list(c) for s, c in _CLI_EXIT_CASES.items()}
+    for cls in _in_definition_order(SchedulerdError):
+        found = cases.setdefault(cls.exit_status, [])
+        if cls.exit_help not in found:
+            found.append(cls.exit_help)
+    lines = ["exit status:"]
+    for status in sorted(_CLI_EXIT_HELP.keys() | cases.keys()):
+        summary = _CLI_EXIT_HELP.get(status) or EXIT_STATUS_SUMMARY.get(status)
+        listed = ", ".join(cases.get(status, ()))
+        if summary and listed:
+            text = f"{summary} ({listed})"
+        else:
+            text = summary or listed
+        lines += textwrap.wrap(text, width=90, initial_indent=f"{status:>3}  ",
+                               subsequent_indent=" " * 5, break_on_hyphens=False)  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _in_definition_order(root: type[SchedulerdError]) -> list[type[SchedulerdError]]:
+    """``root`` and all its subclasses, each before its own, in the order they are defined."""
+    return [root, *(c for sub in root.__subclasses__() for c in _in_definition_order(sub))]
+
+
+EXIT_CODES_HELP = exit_codes_help()
 
 
 class RemoteError(Exception):

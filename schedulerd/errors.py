@@ -2,13 +2,24 @@
 
 Each class's docstring is its default message. ``code`` is the stable JSON-RPC error code
 the control protocol puts on the wire (PROTOCOL.md lists them); ``exit_status`` is what
-``schedctl`` exits with for that class of error. ``transient`` decides retry-vs-fail for
-errors that come from a head node.
+``schedctl`` exits with for that class of error, and ``exit_help`` how ``schedctl --help``
+names the case (its list of exit statuses is made from these classes, so a new class
+cannot be left out of it). ``transient`` decides retry-vs-fail for errors that come from a
+head node.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+#: ``schedctl --help``: what an exit status several classes share means; the classes'
+#: ``exit_help`` follow it in parentheses
+EXIT_STATUS_SUMMARY: dict[int, str] = {
+    3: "cannot reach the daemon",
+    5: "the state change is not allowed now",
+    6: "invalid input",
+    9: "protocol error",
+}
 
 
 class SchedulerdError(Exception):
@@ -16,6 +27,7 @@ class SchedulerdError(Exception):
 
     code: ClassVar[int] = -32603
     exit_status: ClassVar[int] = 10
+    exit_help: ClassVar[str] = "internal daemon error"
     transient: bool = False
 
     def __init__(self, message: str | None = None, *, data: Any = None) -> None:
@@ -32,6 +44,7 @@ class ParseRequestError(SchedulerdError):
 
     code = -32700
     exit_status = 9
+    exit_help = "malformed request"
 
 
 class InvalidRequest(SchedulerdError):
@@ -39,6 +52,7 @@ class InvalidRequest(SchedulerdError):
 
     code = -32600
     exit_status = 9
+    exit_help = "not a JSON-RPC request"
 
 
 class MethodNotFound(SchedulerdError):
@@ -46,6 +60,7 @@ class MethodNotFound(SchedulerdError):
 
     code = -32601
     exit_status = 9
+    exit_help = "unknown method"
 
 
 class InvalidParams(SchedulerdError):
@@ -53,6 +68,7 @@ class InvalidParams(SchedulerdError):
 
     code = -32602
     exit_status = 6
+    exit_help = "bad parameters"
 
 
 # --- application errors --------------------------------------------------------------------
@@ -63,6 +79,7 @@ class JobNotFound(SchedulerdError):
 
     code = -32001
     exit_status = 4
+    exit_help = "no such job"
 
 
 class InvalidTransition(SchedulerdError):
@@ -70,6 +87,7 @@ class InvalidTransition(SchedulerdError):
 
     code = -32002
     exit_status = 5
+    exit_help = "illegal transition"
 
 
 class Conflict(SchedulerdError):
@@ -77,6 +95,7 @@ class Conflict(SchedulerdError):
 
     code = -32003
     exit_status = 5
+    exit_help = "version conflict"
 
 
 class UnknownDependency(SchedulerdError):
@@ -84,6 +103,7 @@ class UnknownDependency(SchedulerdError):
 
     code = -32004
     exit_status = 6
+    exit_help = "unknown dependency"
 
 
 class DependencyCycle(SchedulerdError):
@@ -91,6 +111,7 @@ class DependencyCycle(SchedulerdError):
 
     code = -32005
     exit_status = 6
+    exit_help = "cycle"
 
 
 class UnknownCluster(SchedulerdError):
@@ -98,6 +119,7 @@ class UnknownCluster(SchedulerdError):
 
     code = -32006
     exit_status = 6
+    exit_help = "unknown cluster"
 
 
 class MessageTooLarge(SchedulerdError):
@@ -105,6 +127,7 @@ class MessageTooLarge(SchedulerdError):
 
     code = -32007
     exit_status = 9
+    exit_help = "message too large"
 
 
 class PermissionDenied(SchedulerdError):
@@ -112,6 +135,7 @@ class PermissionDenied(SchedulerdError):
 
     code = -32008
     exit_status = 3
+    exit_help = "permission denied"
 
 
 class ShuttingDown(SchedulerdError):
@@ -119,6 +143,7 @@ class ShuttingDown(SchedulerdError):
 
     code = -32009
     exit_status = 3
+    exit_help = "shutting down"
 
 
 class InvalidSpec(SchedulerdError):
@@ -126,6 +151,7 @@ class InvalidSpec(SchedulerdError):
 
     code = -32010
     exit_status = 6
+    exit_help = "bad job spec"
 
 
 class ConfigError(SchedulerdError):
@@ -133,6 +159,7 @@ class ConfigError(SchedulerdError):
 
     code = -32011
     exit_status = 6
+    exit_help = "bad configuration value"
 
 
 class StorageError(SchedulerdError):
@@ -140,6 +167,9 @@ class StorageError(SchedulerdError):
 
     code = -32012
     exit_status = 11
+    exit_help = (
+        "the daemon could not write its database (disk full, I/O error); nothing was changed"
+    )
 
 
 # --- head node / driver errors (never on the wire as such) ---------------------------------
@@ -187,7 +217,9 @@ class SubmitRejected(SchedulerdError):
 
     code = -32023
 
-    def __init__(self, message: str | None = None, *, transient: bool = False, auth: bool = False) -> None:
+    def __init__(
+        self, message: str | None = None, *, transient: bool = False, auth: bool = False
+    ) -> None:
         super().__init__(message)
         # auth: refused for our credentials, not for this job: permanent for the job, and
         # the cluster is degraded (every other job would meet the same)
