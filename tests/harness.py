@@ -23,6 +23,7 @@ import anyio.abc
 
 from schedulerd.config import Settings, load_settings
 from schedulerd.daemon import run
+from schedulerd.state.store import Store, open_store
 
 TERMINAL = {"completed", "failed", "timeout", "lost", "cancelled", "skipped"}
 
@@ -168,6 +169,20 @@ async def running_daemon(settings: Settings) -> AsyncIterator[DaemonHandle]:
             yield handle
         finally:
             handle.stop.set()
+
+
+@contextlib.asynccontextmanager
+async def running_store(path: Path) -> AsyncIterator[Store]:
+    """A store at ``path`` with its writer running in this event loop; closed (what is
+    queued committed) when the block ends."""
+    store = await open_store(path)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(store.run_writer)
+            yield store
+            await store.close()
+    finally:
+        await store.aclose_connections()
 
 
 @contextlib.contextmanager

@@ -20,7 +20,8 @@ import anyio
 import pytest
 
 from schedulerd.errors import Conflict
-from schedulerd.state.store import NewJob, SubmitKey, open_store
+from schedulerd.state.models import NewJob, SubmitKey
+from schedulerd.state.store import open_store
 from tests.harness import AsyncClient, RpcError, daemon_process, local_settings, running_daemon
 
 

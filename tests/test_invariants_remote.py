@@ -12,8 +12,9 @@ import pytest
 from schedulerd.config import load_settings
 from schedulerd.daemon import create_driver
 from schedulerd.scheduler import job_request
-from schedulerd.state.machine import State
-from schedulerd.state.store import NewJob, open_store
+from schedulerd.state.models import NewJob
+from schedulerd.state.store import open_store
+from schedulerd.state.transitions import State
 from tests.fakebatch.core import FakeHead
 from tests.harness import running_daemon, wait_terminal
 from tests.sshserver import running_ssh_server

@@ -131,7 +131,8 @@ def test_a_live_socket_is_not_taken_over(tmp_path: Path) -> None:
 
 def make_database(state_dir: Path, jobs: int) -> Path:
     """A database with ``jobs`` jobs, closed cleanly (its WAL folded back into it)."""
-    from schedulerd.state.store import NewJob, open_store
+    from schedulerd.state.models import NewJob
+    from schedulerd.state.store import open_store
 
     path = state_dir / "schedulerd.sqlite3"
 

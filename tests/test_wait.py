@@ -23,7 +23,7 @@ import anyio
 import pytest
 
 from schedulerd.cli import Client
-from schedulerd.state.machine import State, is_final
+from schedulerd.state.transitions import State, is_final
 from tests.fakebatch.core import gated
 from tests.harness import daemon_process, local_config, local_settings, running_daemon
 from tests.test_conformance import fake_cluster, submit, wait_state

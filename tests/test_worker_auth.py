@@ -19,8 +19,9 @@ from schedulerd.drivers.api import ActiveJob, CheckResult, PollResult
 from schedulerd.drivers.base import JobRequest, Observation, Phase, SubmitResult
 from schedulerd.drivers.transport import LocalTransport
 from schedulerd.scheduler import ClusterWorker
-from schedulerd.state.machine import State
-from schedulerd.state.store import NewJob, Store, open_store
+from schedulerd.state.models import NewJob
+from schedulerd.state.store import Store, open_store
+from schedulerd.state.transitions import State
 from tests.harness import local_settings
 
 REFUSAL = "AUTHENTICATE:1003:Failed to authenticate with any method"

@@ -38,7 +38,8 @@ import anyio
 from benchlib import (  # isort: skip
     AsyncClient, figure, finish, note, percentile, pyspy, reap_jobs, rss_mb, spawn_daemon,
 )
-from schedulerd.state.store import NewJob, open_store
+from schedulerd.state.models import NewJob
+from schedulerd.state.store import open_store
 
 CHUNK = 50_000
 SEED_MARK = "bench-seeded.json"

@@ -6,6 +6,14 @@ has shipped; add the next one.
 
 from __future__ import annotations
 
+import aiosqlite
+import structlog
+
+from schedulerd.errors import SchedulerdError
+from schedulerd.state.queries import fetchone
+
+log = structlog.get_logger(__name__)
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: jobs, deps, events, campaigns, settings
     """
@@ -95,3 +103,29 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+async def migrate(db: aiosqlite.Connection) -> None:
+    """Bring the database to :data:`SCHEMA_VERSION`, one transaction per migration."""
+    row = await fetchone(db, "PRAGMA user_version")
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise SchedulerdError(
+            f"database schema version {version} is newer than this schedulerd's"
+            f" ({SCHEMA_VERSION}): run a newer schedulerd on it, or choose another --state-dir"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[target - 1]):
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {target}")
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        log.info("store_migrated", version=target)
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
