@@ -25,6 +25,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal, NamedTuple
 
 from schedulerd.drivers.base import FINISHED_PHASES, JobRequest, Observation, Phase
 from schedulerd.drivers.wrapper import render_wrapper
@@ -128,27 +129,343 @@ TIME_ENV = "SLURM_TIME_FORMAT=%s"
 
 # --- error wordings ---------------------------------------------------------------------------
 
-#: stderr fragments meaning "the controller / database could not answer right now"
-TRANSIENT_ERRORS = (
-    "unable to contact slurm controller",
-    "socket timed out",
-    "resource temporarily unavailable",
-    "slurm temporarily unable",
-    "slurmctld not responding",
-    "slurm controller not responding",
-    "communication connection failure",
-    "zero bytes were transmitted",
-    "connection refused",
-    "connection timed out",
-    "problem talking to the database",
-    "transport endpoint is not connected",
-    # submit limits (QOS/association MaxSubmitJobs): try again when jobs have finished
-    "job violates accounting/qos policy",
-    "qosmaxsubmitjob",
-    "assocmaxsubmitjob",
+RefusalKind = Literal["transient", "permanent", "auth"]
+
+
+class Refusal(NamedTuple):
+    """One row of :data:`REFUSALS`: a wording, its class, where the wording comes from, and
+    a real sample of it (the tests check every row's sample against the table)."""
+
+    pattern: re.Pattern[str]
+    kind: RefusalKind
+    source: str
+    sample: str
+
+
+def _row(pattern: str, kind: RefusalKind, source: str, sample: str) -> Refusal:
+    return Refusal(re.compile(pattern, re.IGNORECASE | re.MULTILINE), kind, source, sample)
+
+
+_POLICY = (
+    "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy"
+    " (job submit limit, user's size and/or time limits)"
 )
-#: "unknown job" complaints that are not errors for status/cancel
-UNKNOWN_JOB_ERRORS = ("invalid job id specified", "already completing or completed")
+
+#: How a refusal (or a failed squeue/sacct/scancel) is classed: the first row whose pattern
+#: occurs anywhere in the command's output wins, so the rows go from the most specific to
+#: the most general. Sources: the wording's place in Slurm's sources (slurm_errno.c is
+#: src/common/slurm_errno.c, ``slurm_errtab[]``; job_state_reason.c the reason names the
+#: controller sends before an accounting-policy refusal) and real outputs quoted in public
+#: issue threads. Unknown text: ``permanent`` (sbatch said the submission failed and we do
+#: not know the reason to be a passing one). sbatch, squeue and sacct exit 1 on every
+#: failure, so only the text tells them apart.
+REFUSALS: tuple[Refusal, ...] = (
+    # -- our credentials (munge) refused: no retry helps --------------------------------------
+    _row(
+        r"Protocol authentication error",
+        "auth",
+        "slurm_errno.c SLURM_PROTOCOL_AUTHENTICATION_ERROR (1007); munged down on the "
+        "submit host, real in dun/munge#118, uabrc/uabrc.github.io#1242",
+        'sbatch: error: Munge encode failed: Failed to access "/var/run/munge/munge.socket.2":'
+        " No such file or directory\n"
+        "sbatch: error: authentication: Socket communication error\n"
+        "sbatch: error: Batch job submission failed: Protocol authentication error",
+    ),
+    _row(
+        r"Munge (?:en|de)code failed|auth_g_(?:create|verify)|has authentication error",
+        "auth",
+        "plugins/auth/munge/auth_munge.c (Munge encode/decode failed), "
+        "slurm_protocol_api.c (auth_g_create ... has authentication error); dun/munge#124",
+        "sbatch: error: slurm_send_node_msg: auth_g_create: REQUEST_SUBMIT_BATCH_JOB has "
+        "authentication error",
+    ),
+    _row(
+        r"Invalid (?:user |authentication )?credential|Authentication credential expired"
+        r"|Cannot unpack credential|Rejecting authentication of user"
+        r"|Unable to query kernel for socket peer credential|Token Generation failed",
+        "auth",
+        "slurm_errno.c ESLURM_AUTH_CRED_INVALID (6000) .. ESLURM_AUTH_* (6011); munge key "
+        "mismatch or clock skew (auth_munge.c: 'Check for out of sync clocks')",
+        "sbatch: error: Batch job submission failed: Invalid authentication credential",
+    ),
+    _row(
+        r"Invalid user id|Invalid group id|Unable to resolve user ID to user name",
+        "auth",
+        "slurm_errno.c ESLURM_USER_ID_MISSING (2010), ESLURM_GROUP_ID_MISSING (2113), "
+        "ESLURM_USER_ID_INVALID (2165), ESLURM_USER_ID_UNKNOWN (2166)",
+        "sbatch: error: Batch job submission failed: Invalid user id",
+    ),
+    _row(
+        r"Access/permission denied",
+        "auth",
+        "slurm_errno.c ESLURM_ACCESS_DENIED (2002) (partition AllowAccounts/AllowGroups/AllowQos)",
+        "sbatch: error: Batch job submission failed: Access/permission denied",
+    ),
+    _row(
+        r"User's group not permitted to use this partition",
+        "auth",
+        "slurm_errno.c ESLURM_JOB_MISSING_REQUIRED_PARTITION_GROUP (2003)",
+        "sbatch: error: Batch job submission failed: User's group not permitted to use this "
+        "partition",
+    ),
+    _row(
+        r"Access denied to requested reservation",
+        "auth",
+        "slurm_errno.c ESLURM_RESERVATION_ACCESS (2052)",
+        "sbatch: error: Batch job submission failed: Access denied to requested reservation",
+    ),
+    # -- "Job violates accounting/QOS policy": the reason line printed before it decides ------
+    _row(
+        r"\b(?:QOS|Assoc)\w*Submit\w*|\bMaxSubmitJobsPerAccount\b|\bQOSUsageThreshold\b",
+        "transient",
+        "job_state_reason.c (QOSMaxSubmitJobPerUserLimit, QOSGrpSubmitJobsLimit, "
+        "AssocMaxSubmitJobLimit, AssocGrpSubmitJobsLimit, MaxSubmitJobsPerAccount): a count "
+        "of submitted jobs, it clears as jobs finish; job_mgr.c sends it as err_msg; real "
+        "(salloc) in szcf-weiya/techNotes#7, the retry asked for in reframe-hpc/reframe#1595",
+        f"sbatch: error: QOSMaxSubmitJobPerUserLimit\n{_POLICY}",
+    ),
+    _row(
+        r"\b(?:QOS|Assoc)(?:Max\w*Per(?:Job|Node)\w*|Min\w+)|\bPartition(?:Time|Node)Limit\b",
+        "permanent",
+        "job_state_reason.c (QOSMaxWallDurationPerJobLimit, QOSMaxCpuPerJobLimit, "
+        "QOSMaxNodePerJobLimit, QOSMaxMemoryPerJob, QOSMinCpuNotSatisfied, ...): this job "
+        "alone exceeds a per-job limit; real (lower-cased by the tool) in BSC-ES/autosubmit#2854",
+        f"sbatch: error: QOSMaxWallDurationPerJobLimit\n{_POLICY}",
+    ),
+    _row(
+        r"\b(?:QOS|Assoc)Grp\w+",
+        "permanent",
+        "job_state_reason.c (QOSGrpGRES, QOSGrpCpuLimit, ...): at submit the controller "
+        "checks the job's own request against the group's cap (acct_policy_validate); real "
+        "in VUIIS/dax#504",
+        f"sbatch: error: QOSGrpGRES\n{_POLICY}",
+    ),
+    _row(
+        r"^\S+: error: (?!Batch job submission failed)(?!.*accounting/QOS policy).*\S.*\n"
+        r"(?:.*\n)*?.*Job violates accounting/QOS policy",
+        "permanent",
+        "a job_submit filter's own line before the policy line (job_submit/lua "
+        "slurm.user_msg): site policy for this job; real in AMDResearch/hpcfund#45",
+        f"sbatch: error:     --> error: requested timelimit exceeds max of 24 hours\n{_POLICY}",
+    ),
+    _row(
+        r"Job violates accounting/QOS policy",
+        "transient",
+        "slurm_errno.c ESLURM_ACCOUNTING_POLICY (2050) without a reason line (older "
+        "controllers send none): most often the submit-count limit (mlr-org/batchtools#199, "
+        "vatlab/sos#898); the scheduler pauses a cluster that keeps refusing",
+        _POLICY,
+    ),
+    # -- passing: limits, a busy or unreachable controller or database -----------------------
+    _row(
+        r"MaxJobCount limit reached|Slurm job queue full",
+        "transient",
+        "slurm_errno.c ESLURM_MAX_JOB_COUNT (2007); sbatch.c 'Slurm job queue full, sleeping "
+        "and retrying'",
+        "sbatch: error: Slurm job queue full, sleeping and retrying.\n"
+        "sbatch: error: Batch job submission failed: MaxJobCount limit reached",
+    ),
+    _row(
+        r"Unable to contact slurm controller",
+        "transient",
+        "slurm_errno.c SLURMCTLD_COMMUNICATIONS_CONNECTION_ERROR (1800..1803); real in "
+        "galaxyproject/pulsar#254, ArjunaCluster/ArjunaUsers#92",
+        "sbatch: error: Batch job submission failed: Unable to contact slurm controller "
+        "(connect failure)",
+    ),
+    _row(
+        r"Socket timed out on send/recv operation",
+        "transient",
+        "slurm_errno.c SLURM_PROTOCOL_SOCKET_IMPL_TIMEOUT (5004); real in "
+        "sdsc/sdsc-summer-institute-2019#55, mlr-org/batchtools#201",
+        "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation",
+    ),
+    _row(
+        r"Rate limit exceeded",
+        "transient",
+        "slurm_errno.c SLURMCTLD_COMMUNICATIONS_BACKOFF (1804) / _HARD_DROP (1805)",
+        "sbatch: error: Batch job submission failed: Rate limit exceeded, please retry momentarily",
+    ),
+    _row(
+        r"in standby mode",
+        "transient",
+        "slurm_errno.c ESLURM_IN_STANDBY_MODE (2027), ESLURM_IN_STANDBY_USE_BACKUP (2131)",
+        "sbatch: error: Batch job submission failed: Slurm backup controller in standby mode",
+    ),
+    _row(
+        r"System submissions disabled",
+        "transient",
+        "slurm_errno.c ESLURM_SUBMISSIONS_DISABLED (2105): maintenance",
+        "sbatch: error: Batch job submission failed: System submissions disabled",
+    ),
+    _row(
+        r"can not be altered now, try again later",
+        "transient",
+        "slurm_errno.c ESLURM_TRANSITION_STATE_NO_UPDATE (2020)",
+        "sbatch: error: Batch job submission failed: Job can not be altered now, try again later",
+    ),
+    _row(
+        r"Communication connection failure|Message send failure|Message receive failure"
+        r"|Connection timed out|Process is shutting down and closing all communications"
+        r"|Connection refused|Transport endpoint is not connected",
+        "transient",
+        "slurm_errno.c SLURM_COMMUNICATIONS_* (1001..1025) and the errno texts the "
+        "clients print; sacct's slurmdbd lines: sacct/options.c, real in BSC-ES/autosubmit#768",
+        "sacct: error: slurm_persist_conn_open_without_init: failed to open persistent "
+        "connection to host:dbd01:6819: Connection refused\n"
+        "sacct: error: Sending PersistInit msg: Connection refused\n"
+        "sacct: error: Problem talking to the database: Connection refused",
+    ),
+    _row(
+        r"Zero Bytes were transmitted or received",
+        "transient",
+        "slurm_errno.c SLURM_PROTOCOL_SOCKET_ZERO_BYTES_SENT (5005): an overloaded "
+        "controller; with a munge line beside it the rows above class it auth",
+        "sbatch: error: Batch job submission failed: Zero Bytes were transmitted or received",
+    ),
+    _row(
+        r"Unable to connect to database|Problem talking to the database"
+        r"|slurmdbd: (?:Unknown error \d+|Operation not permitted)",
+        "transient",
+        "slurm_errno.c ESLURM_DB_CONNECTION (7000); sacct/options.c; slurmdbd errors that "
+        "cleared by themselves in tgen/jetstream#72, jade-hpc-gpu#140",
+        "sacct: error: slurmdbd: Unknown error 1021",
+    ),
+    _row(
+        r"Resource temporarily unavailable|Slurm temporarily unable to accept job",
+        "transient",
+        "EAGAIN: sbatch.c 'Slurm temporarily unable to accept job, sleeping and retrying'",
+        "sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\n"
+        "sbatch: error: Batch job submission failed: Resource temporarily unavailable",
+    ),
+    _row(
+        r"slurmctld not responding|slurm controller not responding",
+        "transient",
+        "kept from this dialect's earlier list of passing wordings (no primary source found)",
+        "squeue: error: slurmctld not responding",
+    ),
+    _row(
+        r"Required partition not available|Partition in DOWN state",
+        "transient",
+        "slurm_errno.c ESLURM_PARTITION_NOT_AVAIL (2070), ESLURM_PARTITION_DOWN (2101): "
+        "an administrator's state",
+        "sbatch: error: Batch job submission failed: Required partition not available "
+        "(inactive or drain)",
+    ),
+    _row(
+        r"Required node not available|Requested nodes are busy",
+        "transient",
+        "slurm_errno.c ESLURM_NODE_NOT_AVAIL (2068), ESLURM_NODES_BUSY (2016)",
+        "sbatch: error: Batch job submission failed: Requested nodes are busy",
+    ),
+    _row(
+        r"Licenses currently unavailable|Requested reservation not usable now"
+        r"|breached requested QOS usage threshold",
+        "transient",
+        "slurm_errno.c ESLURM_LICENSES_UNAVAILABLE (2040), ESLURM_RESERVATION_NOT_USABLE "
+        "(2056), ESLURM_QOS_THRES (2074: usage decays)",
+        "sbatch: error: Batch job submission failed: Licenses currently unavailable",
+    ),
+    _row(
+        r"I/O error writing script/environment to file",
+        "transient",
+        "slurm_errno.c ESLURM_WRITING_TO_FILE (2019): the controller's disk was full in "
+        "ArjunaCluster/ArjunaUsers#255",
+        "sbatch: error: Batch job submission failed: I/O error writing script/environment to file",
+    ),
+    # -- this job can never be taken as it is -------------------------------------------------
+    _row(
+        r"Invalid partition name specified|invalid partition specified"
+        r"|No partition specified or system default partition",
+        "permanent",
+        "slurm_errno.c ESLURM_INVALID_PARTITION_NAME (2000), "
+        "ESLURM_DEFAULT_PARTITION_NOT_SET (2001); fixture sbatch.invalid-partition",
+        "sbatch: error: invalid partition specified: abcd\n"
+        "sbatch: error: Batch job submission failed: Invalid partition name specified",
+    ),
+    _row(
+        r"Invalid account or account/partition combination specified"
+        r"|Invalid qos specification|Invalid or unknown association|Invalid wckey specification",
+        "permanent",
+        "slurm_errno.c ESLURM_INVALID_ACCOUNT (2045), ESLURM_INVALID_QOS (2066), "
+        "ESLURM_INVALID_ASSOC (2167), ESLURM_INVALID_WCKEY (2057); real in "
+        "ArjunaCluster/ArjunaUsers#17, ENCODE-DCC/caper#35",
+        "Batch job submission failed: Invalid account or account/partition combination specified",
+    ),
+    _row(
+        r"Requested time limit is invalid|Time limit specification required",
+        "permanent",
+        "slurm_errno.c ESLURM_INVALID_TIME_LIMIT (2051), ESLURM_MISSING_TIME_LIMIT (8000)",
+        "sbatch: error: Batch job submission failed: Requested time limit is invalid "
+        "(missing or exceeds some limit)",
+    ),
+    _row(
+        r"Requested node configuration is not available"
+        r"|Requested partition configuration not available now",
+        "permanent",
+        "slurm_errno.c ESLURM_REQUESTED_NODE_CONFIG_UNAVAILABLE (2014), "
+        "ESLURM_REQUESTED_PART_CONFIG_UNAVAILABLE (2015: the request does not fit the "
+        "partition, despite 'now')",
+        "sbatch: error: Batch job submission failed: Requested node configuration is not available",
+    ),
+    _row(
+        r"More processors requested than permitted|Node count specification invalid"
+        r"|CPU count specification invalid|Memory required by task is not available"
+        r"|Invalid generic resource \(gres\) specification"
+        r"|Invalid Trackable RESource \(TRES\) specification|Invalid feature specification"
+        r"|Invalid job array specification|Task count specification invalid"
+        r"|Job size specification needs to be provided",
+        "permanent",
+        "slurm_errno.c ESLURM_TOO_MANY_REQUESTED_CPUS (2005), _INVALID_NODE_COUNT (2006), "
+        "_INVALID_CPU_COUNT (2069), _INVALID_TASK_MEMORY (2044), _INVALID_GRES (2072), "
+        "_INVALID_TRES (2115), _INVALID_FEATURE (2029), _INVALID_ARRAY (2081), "
+        "_BAD_TASK_COUNT (2025), _JOB_MISSING_SIZE_SPECIFICATION (2008)",
+        "sbatch: error: Batch job submission failed: Memory required by task is not available",
+    ),
+    _row(
+        r"Job dependency problem|Circular job dependency|Requested reservation is invalid"
+        r"|Invalid license specification",
+        "permanent",
+        "slurm_errno.c ESLURM_DEPENDENCY (2038), ESLURM_CIRCULAR_DEPENDENCY (2071), "
+        "ESLURM_RESERVATION_INVALID (2053), ESLURM_INVALID_LICENSES (2048)",
+        "sbatch: error: Batch job submission failed: Job dependency problem",
+    ),
+    _row(
+        r"without the current working directory specified"
+        r"|Pathname of a file, directory or other parameter too long"
+        r"|Incompatible versions of client and server code",
+        "permanent",
+        "slurm_errno.c ESLURM_MISSING_WORK_DIR (2063), ESLURM_PATHNAME_TOO_LONG (2012), "
+        "SLURM_PROTOCOL_VERSION_ERROR (1005)",
+        "sbatch: error: Batch job submission failed: Incompatible versions of client and "
+        "server code",
+    ),
+)
+#: the class of a refusal no row matches
+DEFAULT_REFUSAL: RefusalKind = "permanent"
+
+
+def classify(text: str) -> Refusal | None:
+    """The first row of :data:`REFUSALS` whose wording occurs in ``text``."""
+    for row in REFUSALS:
+        if row.pattern.search(text):
+            return row
+    return None
+
+
+def refusal_kind(text: str, default: RefusalKind = DEFAULT_REFUSAL) -> RefusalKind:
+    row = classify(text)
+    return default if row is None else row.kind
+
+
+#: "unknown job" complaints that are not errors for status/cancel/hold: the job has left
+#: (squeue/scancel/scontrol: ESLURM_INVALID_JOB_ID, ESLURM_ALREADY_DONE) or is past being
+#: held (scontrol: ESLURM_JOB_NOT_PENDING; the poll reports what it is doing)
+UNKNOWN_JOB_ERRORS = (
+    "invalid job id specified",
+    "already completing or completed",
+    "job is no longer pending execution",
+)
 ACCOUNTING_DISABLED = "accounting storage is disabled"
 
 _PARSABLE_ID = re.compile(r"^(\d+(?:_\d+)?)(?:;(\S+))?$")
@@ -156,11 +473,17 @@ _SUBMITTED = re.compile(r"^Submitted batch job (\d+)(?: on cluster (\S+))?$")
 _VERSION = re.compile(r"^slurm(?:-wlm)?\s+(\d[\w.\-]*)", re.IGNORECASE)
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
 _EXIT = re.compile(r"^(-?\d+):(-?\d+)$")
-
-
-def _is_transient(text: str) -> bool:
-    low = text.lower()
-    return any(marker in low for marker in TRANSIENT_ERRORS)
+#: a job id as squeue %i / sacct JobID print it: ``123``, an array element ``123_4``, a
+#: pending array's meta-record ``123_[5-9%2]`` (squeue/print.c, slurmdb_defs.c), a
+#: heterogeneous job's component ``123+1``
+_JOB_ID = re.compile(r"^\d+(?:_(?:\d+|\[[^\]\s]*\]))?(?:\+\d+)?$")
+#: scancel's own lines (src/scancel: "scancel: error: Kill job error on job id N: <why>";
+#: with -v "scancel: Terminating job N", "scancel: Signal N to job N") and scontrol
+#: hold/release's per-job lines ("<why> for job N", src/scontrol/update_job.c)
+_SCANCEL_ERROR = re.compile(r"^scancel: error: (?P<why>.*)$")
+_SCANCEL_NOTE = re.compile(r"^scancel: (?:Terminating|Signal \d+ to|Sending signal) ")
+_SCONTROL_JOB = re.compile(r"^(?P<why>[A-Z][^:]*) for job \S+$")
+_SCONTROL_ERROR = re.compile(r"^(?:scontrol: error: |slurm_update error: )(?P<why>.*)$")
 
 
 def _error_lines(text: str) -> list[str]:
@@ -267,8 +590,14 @@ def forbidden_directives(directives: Sequence[str]) -> list[str]:
             found = _forbidden_in_word(word)
             if found is not None:
                 short = FORBIDDEN_OPTIONS[found]
-                shown = f"--{found}" if short is None or word.startswith("--") else f"-{short} (--{found})"
-                problems.append(f"directive {directive.strip()!r}: {shown} is not allowed: {_WHY[found]}")
+                shown = (
+                    f"--{found}"
+                    if short is None or word.startswith("--")
+                    else f"-{short} (--{found})"
+                )
+                problems.append(
+                    f"directive {directive.strip()!r}: {shown} is not allowed: {_WHY[found]}"
+                )
                 break
     return problems
 
@@ -395,7 +724,8 @@ class SlurmDialect:
         if exit_status != 0 or any("submission failed" in e.lower() for e in errors):
             lines = errors or _error_lines(stderr) or _error_lines(stdout)
             message = "; ".join(lines) or f"sbatch exited with status {exit_status}"
-            raise SubmitRejected(message[:500], transient=_is_transient(stderr + stdout))
+            kind = refusal_kind(f"{stderr}\n{stdout}")
+            raise SubmitRejected(message[:500], transient=kind == "transient", auth=kind == "auth")
         for line in _error_lines(stdout):
             m = _PARSABLE_ID.match(line) or _SUBMITTED.match(line)
             if m:
@@ -406,16 +736,22 @@ class SlurmDialect:
     # --- status -------------------------------------------------------------------------
 
     def status_argv(self, user: str, native_ids: Sequence[str]) -> list[str]:
-        return ["env", TIME_ENV, "squeue", "--noheader", "-u", user, "-o", SQUEUE_FORMAT]
+        # with its header: the header alone is an empty queue, no header is no answer
+        return ["env", TIME_ENV, "squeue", "-u", user, "-o", SQUEUE_FORMAT]
 
     def _raise_for_status(self, command: str, stderr: str, exit_status: int) -> None:
+        """A failed squeue/sacct, classed by :data:`REFUSALS` (a passing or credential
+        wording fails the command whatever its exit status); "unknown job" notes alone
+        are not a failure."""
         lines = _error_lines(stderr)
-        if _is_transient(stderr):
+        row = classify(stderr) if lines else None
+        if row is not None and row.kind != "permanent":
             raise RemoteCommandError(
                 f"{command}: {'; '.join(lines)[:300]}",
                 exit_status=exit_status,
                 stderr=stderr,
-                transient=True,
+                transient=row.kind == "transient",
+                auth=row.kind == "auth",
             )
         if exit_status != 0:
             if lines and all(any(u in ln.lower() for u in UNKNOWN_JOB_ERRORS) for ln in lines):
@@ -427,22 +763,35 @@ class SlurmDialect:
             )
 
     def parse_status(self, stdout: str, stderr: str, exit_status: int) -> dict[str, Observation]:
+        """squeue's header (we ask for it) and rows; lines without the separator are banners.
+
+        Recognised answers only: a row whose first field is no job id, or an output with
+        neither our header nor a row (another layout, a wrapper's text, an error page, a
+        shell's "command not found"), is a :class:`ParseError`, never an empty queue. Only
+        our header alone is an empty queue (or an "Invalid job id" answer, for ``-j``)."""
         self._raise_for_status("squeue", stderr, exit_status)
+        unknown_ids = exit_status != 0  # only "unknown job" notes: those ids are not queued
         found: dict[str, Observation] = {}
         n = len(SQUEUE_FIELDS)
+        header = False
         for line in stdout.splitlines():
             if SQUEUE_SEPARATOR not in line:
                 continue  # banners and other noise
             parts = line.strip().split(SQUEUE_SEPARATOR)
+            if parts[0].strip().upper() == "JOBID" and len(parts) == n:
+                header = True
+                continue
             if len(parts) < n:
                 raise ParseError(f"squeue line has {len(parts)} fields, expected {n}: {line!r}")
             # the name may itself contain the separator: it is everything between
             # the start time and the submit time
             name = SQUEUE_SEPARATOR.join(parts[_SQ_NAME:-1])
             native_id = parts[_SQ_ID].strip()
-            if not native_id:
-                raise ParseError(f"squeue line without a job id: {line!r}")
+            if not _JOB_ID.match(native_id):
+                raise ParseError(f"squeue line without a job id: {line[:200]!r}")
             raw_state = parts[_SQ_STATE].strip()
+            if not re.fullmatch(r"[A-Z_]+", raw_state):
+                raise ParseError(f"squeue line without a job state: {line[:200]!r}")
             state = _state_name(raw_state)
             reason = parts[_SQ_REASON].strip()
             reason_or_none = None if reason in ("", "None", "(null)") else reason
@@ -464,6 +813,11 @@ class SlurmDialect:
                 name=name.strip() or None,
                 started_at=started,
             )
+        if not header and not found and not unknown_ids:
+            raise ParseError(
+                f"squeue: output not understood (no header, no job line): {stdout[:200]!r}"
+                + (f" / {stderr.strip()[:200]!r}" if stderr.strip() else "")
+            )
         return found
 
     # --- history ------------------------------------------------------------------------
@@ -474,7 +828,6 @@ class SlurmDialect:
             "env",
             TIME_ENV,
             "sacct",
-            "--noheader",
             "--parsable2",
             "--starttime",
             start.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -491,17 +844,22 @@ class SlurmDialect:
         if ACCOUNTING_DISABLED in (stderr + stdout).lower():
             return {}  # no accounting: the exit file decides
         self._raise_for_status("sacct", stderr, exit_status)
+        unknown_ids = exit_status != 0  # only "unknown job" notes
         allocations: dict[str, _SacctRecord] = {}
         batch_steps: dict[str, _SacctRecord] = {}
+        header = False
         for line in stdout.splitlines():
             if "|" not in line:
                 continue  # noise
             parts = line.strip().split("|")
+            if [p.strip().lower() for p in parts[: len(SACCT_FIELDS)]] == list(SACCT_FIELDS):
+                header = True  # --parsable2 with its header: JobID|ExitCode|State|...
+                continue
             if len(parts) < _SA_MIN_FIELDS:
                 raise ParseError(f"sacct line has {len(parts)} fields: {line!r}")
             job_id = parts[_SA_ID].strip()
-            if not job_id:
-                raise ParseError(f"sacct line without a job id: {line!r}")
+            if not _JOB_ID.match(job_id.split(".", 1)[0]):
+                raise ParseError(f"sacct line without a job id: {line[:200]!r}")
             name = "|".join(parts[_SA_NAME:]) if len(parts) > _SA_NAME else ""
             record = _SacctRecord(
                 state=_state_name(parts[_SA_STATE]),
@@ -516,6 +874,10 @@ class SlurmDialect:
                 allocations[base] = record  # a requeued job: the last record wins
             elif step == "batch":
                 batch_steps[base] = record
+        if not header and not allocations and not batch_steps and not unknown_ids:
+            raise ParseError(
+                f"sacct: output not understood (no header, no job line): {stdout[:200]!r}"
+            )
         return {
             job_id: self._observation(job_id, record, batch_steps.get(job_id))
             for job_id, record in allocations.items()
@@ -560,25 +922,38 @@ class SlurmDialect:
         return ["scancel", *native_ids]
 
     def parse_cancel(self, stdout: str, stderr: str, exit_status: int) -> None:
-        if _is_transient(stderr):
+        """scancel (and scontrol hold/release): silent on success. Its error lines fail it
+        even with exit status 0 (scancel exits 0 after "Access/permission denied"), classed
+        by :data:`REFUSALS`; "unknown job" notes do not. A line that is neither scancel's
+        nor scontrol's is not an answer: :class:`ParseError` (exit 0) or a failure."""
+        problems: list[str] = []
+        foreign: list[str] = []
+        lines = _error_lines(stderr) + _error_lines(stdout)
+        for line in lines:
+            low = line.lower()
+            if any(u in low for u in UNKNOWN_JOB_ERRORS) or _SCANCEL_NOTE.match(line):
+                continue
+            if (
+                _SCANCEL_ERROR.match(line)
+                or _SCONTROL_ERROR.match(line)
+                or _SCONTROL_JOB.match(line)
+                or classify(line) is not None
+            ):
+                problems.append(line)
+            else:
+                foreign.append(line)
+        text = "; ".join(problems + foreign)[:300]
+        kind = refusal_kind("\n".join(problems + foreign))
+        if problems or (exit_status != 0 and (foreign or not lines)):
             raise RemoteCommandError(
-                f"scancel: {stderr.strip()[:300]}",
+                f"scancel failed: {text or f'exit status {exit_status}'}",
                 exit_status=exit_status,
                 stderr=stderr,
-                transient=True,
+                transient=kind == "transient",
+                auth=kind == "auth",
             )
-        # scancel may exit 0 after "Access/permission denied": read every error line
-        problems = [
-            line
-            for line in _error_lines(stderr)
-            if "error" in line.lower() and not any(u in line.lower() for u in UNKNOWN_JOB_ERRORS)
-        ]
-        if problems or (exit_status != 0 and not _error_lines(stderr)):
-            raise RemoteCommandError(
-                f"scancel failed: {'; '.join(problems)[:300] or f'exit status {exit_status}'}",
-                exit_status=exit_status,
-                stderr=stderr,
-            )
+        if foreign:
+            raise ParseError(f"scancel: output not understood: {text!r}")
 
     def hold_argv(self, native_ids: Sequence[str]) -> list[str]:
         return ["scontrol", "hold", ",".join(native_ids)]
@@ -597,7 +972,8 @@ class SlurmDialect:
                 f"sbatch --version exited with status {exit_status}",
                 exit_status=exit_status,
                 stderr=stderr,
-                transient=_is_transient(stderr),
+                transient=refusal_kind(stderr) == "transient",
+                auth=refusal_kind(stderr) == "auth",
             )
         for line in _error_lines(stdout):
             m = _VERSION.match(line)

@@ -315,11 +315,11 @@ def test_argv_shapes() -> None:
     job = make_job("/w", ("true",))
     assert D.submit_argv(job) == ["sbatch", "--parsable", "/w/.schedulerd/sd-1-1.sh"]
     assert D.status_argv("alice", ["1"]) == [
-        "env", "SLURM_TIME_FORMAT=%s", "squeue", "--noheader", "-u", "alice", "-o", SQUEUE_FORMAT,
-    ]  # fmt: skip
+        "env", "SLURM_TIME_FORMAT=%s", "squeue", "-u", "alice", "-o", SQUEUE_FORMAT,
+    ]  # fmt: skip (with the header: the header alone is an empty queue)
     hist = D.history_argv("alice", ["1", "2_3"], 1_700_000_000.0)
     assert hist is not None
-    assert hist[:5] == ["env", "SLURM_TIME_FORMAT=%s", "sacct", "--noheader", "--parsable2"]
+    assert hist[:4] == ["env", "SLURM_TIME_FORMAT=%s", "sacct", "--parsable2"]
     assert hist[hist.index("--starttime") + 1] == "2023-11-12T22:13:20"  # since - 2 days, UTC
     assert hist[hist.index("--format") + 1] == ",".join(SACCT_FIELDS)
     assert hist[-2:] == ["-j", "1,2_3"]

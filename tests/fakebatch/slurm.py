@@ -34,6 +34,40 @@ TRANSIENT = (
     "Socket timed out on send/recv operation",
     "Resource temporarily unavailable",
 )
+#: ``submit_auth``: munged is not running on the submit host (dun/munge#118: the munge
+#: plugin's lines, then sbatch's final line with SLURM_PROTOCOL_AUTHENTICATION_ERROR)
+AUTH_REFUSED = (
+    'sbatch: error: Munge encode failed: Failed to access "/var/run/munge/munge.socket.2": '
+    "No such file or directory\n"
+    "sbatch: error: authentication: Socket communication error\n"
+    "sbatch: error: Batch job submission failed: Protocol authentication error\n"
+)
+#: ``max_queued``: the QOS MaxSubmitJobsPerUser limit; the controller sends the reason
+#: name (job_state_reason.c) before sbatch's ESLURM_ACCOUNTING_POLICY line
+QUEUED_LIMIT = (
+    "sbatch: error: QOSMaxSubmitJobPerUserLimit\n"
+    "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy "
+    "(job submit limit, user's size and/or time limits)\n"
+)
+
+
+def _held_against_limit(queue: dict[str, Any], owner: str) -> int:
+    """The user's jobs that count against ``max_queued``: unfinished ones, and finished
+    ones no status command has shown finished yet. (A real controller takes seconds to
+    schedule a job; here a ``true`` job ends before the next submit, and the limit would
+    never be met. Counting a job until a poll could have seen it end keeps the test's
+    limit reachable without timing.)"""
+    return sum(
+        1
+        for j in queue["jobs"].values()
+        if j["owner"] == owner and not (j["state"] == "done" and j["extra"].get("seen_done"))
+    )
+
+
+def _seen(queue: dict[str, Any]) -> None:
+    for job in queue["jobs"].values():
+        if job["state"] == "done":
+            job["extra"]["seen_done"] = True
 
 
 def _noise(head: FakeHead) -> str:
@@ -196,6 +230,11 @@ def sbatch(head: FakeHead, argv: list[str]) -> Result:
         if head.take_fault("submit_transient"):
             which = TRANSIENT[int(queue["next"]) % len(TRANSIENT)]
             return noise, f"sbatch: error: Batch job submission failed: {which}\n", 1
+        if head.take_fault("submit_auth"):
+            return noise, AUTH_REFUSED, 1
+        limit = int(faults.get("max_queued") or 0)
+        if limit and _held_against_limit(queue, head.config["user"]) >= limit:
+            return noise, QUEUED_LIMIT, 1
         partition = str(opts.get("partition") or "batch")
         known = head.config.get("partitions")
         if head.take_fault("submit_permanent") or (known and partition not in known):
@@ -275,6 +314,13 @@ def _reason(job: Job) -> str:
 
 
 _COMPACT = {"PENDING": "PD", "RUNNING": "R", "COMPLETING": "CG"}
+#: squeue's column titles (src/squeue/print.c, the header each _print_job_* prints)
+_TITLES = {
+    "i": "JOBID", "A": "JOBID", "T": "STATE", "t": "ST", "r": "REASON", "R": "NODELIST(REASON)",
+    "B": "EXEC_HOST", "N": "NODELIST", "u": "USER", "D": "NODES", "C": "CPUS",
+    "P": "PARTITION", "l": "TIME_LIMIT", "M": "TIME", "S": "START_TIME", "j": "NAME",
+    "V": "SUBMIT_TIME", "Z": "WORK_DIR", "a": "ACCOUNT",
+}  # fmt: skip
 
 
 def _squeue_field(job: Job, code: str, user: str) -> str:
@@ -349,6 +395,7 @@ def squeue(head: FakeHead, argv: list[str]) -> Result:
             return noise, f"slurm_load_jobs error: {DOWN}\n", 1
         user = head.config["user"]
         jobs = [j for j in queue["jobs"].values() if _visible(j)]
+        _seen(queue)
     if users is not None and user not in users:
         jobs = []
     if ids is not None:
@@ -357,7 +404,9 @@ def squeue(head: FakeHead, argv: list[str]) -> Result:
             return noise, "slurm_load_jobs error: Invalid job id specified\n", 1
     lines = [noise.rstrip("\n")] if noise else []
     if header:
-        lines.append(re.sub(r"%\.?\d*([A-Za-z])", lambda m: m.group(1).upper(), fmt))
+        lines.append(
+            re.sub(r"%\.?\d*([A-Za-z])", lambda m: _TITLES.get(m.group(1), m.group(1).upper()), fmt)
+        )
     for job in sorted(jobs, key=lambda j: j["seq"]):
         lines.append(_render_format(fmt, job, user))
     return "".join(line + "\n" for line in lines), "", 0
@@ -469,16 +518,21 @@ def sacct(head: FakeHead, argv: list[str]) -> Result:
             return noise, DBD_DOWN, 1
         user = head.config["user"]
         jobs = [dict(j) for j in queue["jobs"].values() if not j["purged"]]
-    known = {"jobid", "jobidraw", "jobname", "state", "exitcode", "submit", "start", "end",
-             "elapsed", "totalcpu", "ncpus", "maxrss", "maxvmsize", "user", "partition",
-             "account"}  # fmt: skip
+        _seen(queue)
+    # sacct's field names as its header prints them (src/sacct/sacct.c fields[])
+    titles = {"jobid": "JobID", "jobidraw": "JobIDRaw", "jobname": "JobName", "state": "State",
+              "exitcode": "ExitCode", "submit": "Submit", "start": "Start", "end": "End",
+              "elapsed": "Elapsed", "totalcpu": "TotalCPU", "ncpus": "NCPUS", "maxrss": "MaxRSS",
+              "maxvmsize": "MaxVMSize", "user": "User", "partition": "Partition",
+              "account": "Account"}  # fmt: skip
+    known = set(titles)
     for f in fields:
         if f not in known:
             return "", f'sacct: error: Invalid field requested: "{f}"\n', 1
     lines = [noise.rstrip("\n")] if noise else []
     sep = delim or " "
     if header:
-        lines.append(sep.join(f.capitalize() for f in fields) + ("|" if trailing else ""))
+        lines.append(sep.join(titles[f] for f in fields) + ("|" if trailing else ""))
     for job in sorted(jobs, key=lambda j: j["seq"]):
         if ids is not None and job["id"] not in ids:
             continue
