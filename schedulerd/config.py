@@ -19,7 +19,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -123,7 +123,6 @@ class Settings:
     retry_base: float = 30.0
     log_level: str = "info"
     outputs_dir: Path | None = None  # staged-out job outputs; default <state_dir>/outputs
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def database_path(self) -> Path:
