@@ -45,7 +45,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from schedulerd.drivers.base import JobRequest, Observation, Phase
 from schedulerd.drivers.wrapper import render_wrapper
@@ -107,26 +107,208 @@ STATUS_FIELDS: Final = (
 
 # --- wordings ----------------------------------------------------------------------------
 
-#: The head cannot answer now: mbatchd/LIM down, slow or unreachable, or a limit that
-#: clears by itself (lsb.err message table; bsub's "Pending job threshold reached").
-TRANSIENT: Final = re.compile(
-    r"LSF is down|Cannot connect to LSF|batch system daemon not responding"
-    r"|LIM is down|LIM is not responding|Communication timeout"
-    r"|Timeout on connect call to server|Connection refused by server"
-    r"|Server is not connected|Operation is in progress|Master batch daemon internal error"
-    r"|Failed in an LSF library call|Cannot allocate memory|No job Id can be used now"
-    r"|Pending job threshold reached|has reached its job limit"
-    r"|does not have enough (?:per-\w+ )?job slots|Unable to contact execution host",
-    re.IGNORECASE,
-)
+RefusalKind = Literal["transient", "permanent", "auth"]
 
-#: The head answered but cannot talk now (a strict subset of TRANSIENT used for status).
-UNREACHABLE: Final = re.compile(
-    r"LSF is down|Cannot connect to LSF|batch system daemon not responding|LIM is down"
-    r"|LIM is not responding|Communication timeout|Timeout on connect call to server"
-    r"|Connection refused by server|Server is not connected|Failed in an LSF library call",
-    re.IGNORECASE,
+
+class Refusal(NamedTuple):
+    """One row of :data:`REFUSALS`: a wording, its class, where the wording comes from, and
+    a real sample of it (the tests check every row's sample against the table)."""
+
+    pattern: re.Pattern[str]
+    kind: RefusalKind
+    source: str
+    sample: str
+
+
+def _row(pattern: str, kind: RefusalKind, source: str, sample: str) -> Refusal:
+    return Refusal(re.compile(pattern, re.IGNORECASE | re.MULTILINE), kind, source, sample)
+
+
+_VOLCLAVA = "volclava (openlava fork keeping Platform LSF's tables)"
+
+#: How a refusal of ``bsub`` (or a failed bjobs/bhist/bkill) is classed: the first row
+#: whose pattern occurs in the output wins, so the rows go from the most specific to the
+#: most general. bsub prints ``[<prefix>: ]<reason>. Job not submitted.`` (cmd.sub.c);
+#: the reasons are ``lsb_errmsg[]`` (lsbatch/lib/lsb.err.c) and, after "Failed in an LSF
+#: library call: ", the base library's (lsf/lib/lib.err.c), cited by line of the volclava
+#: snapshot; IBM-only wordings by the public threads that quote them. bsub exits 255 on a
+#: refusal, like ssh, and has been seen to exit 0: the text decides. Unknown text:
+#: ``permanent`` when bsub said "Job not submitted" or exited non-zero.
+REFUSALS: tuple[Refusal, ...] = (
+    # -- our credentials or identity refused: no retry helps ---------------------------------
+    _row(
+        r"External authentication failed",
+        "auth",
+        f"{_VOLCLAVA} lib.err.c l.108 (eauth refused our credential)",
+        "Failed in an LSF library call: External authentication failed. Job not submitted.",
+    ),
+    _row(
+        r"Operation permission denied by LIM|Root user rejected|\bBad user ID\b",
+        "auth",
+        f"{_VOLCLAVA} lib.err.c l.45, l.60-61",
+        "Failed in an LSF library call: Operation permission denied by LIM. Job not submitted.",
+    ),
+    _row(
+        r"User permission denied|^(?:Failed in an LSF library call: )?Permission denied\b",
+        "auth",
+        f"{_VOLCLAVA} lsb.err.c l.65 (LSBE_PERMISSION), lib.err.c l.62, l.75",
+        "User permission denied. Job not submitted.",
+    ),
+    _row(
+        r"Unknown user|No user is defined in the lsb\.users file|Root job submission is disabled",
+        "auth",
+        f"{_VOLCLAVA} lsb.err.c l.55, l.63-64",
+        "Unknown user. Job not submitted.",
+    ),
+    _row(
+        r"User cannot use the queue",
+        "auth",
+        f"{_VOLCLAVA} lsb.err.c l.70 (LSBE_QUEUE_USE; the queue's USERS list); real in an "
+        "ATLAS LAr tool's comment",
+        "atlaslarcal: User cannot use the queue. Job not submitted.",
+    ),
+    _row(
+        r"User not in the specified user group|Bad user group name"
+        r"|Invoker is not in specified project group",
+        "auth",
+        f"{_VOLCLAVA} lsb.err.c l.140, l.143, l.160",
+        "Invoker is not in specified project group. Job not submitted.",
+    ),
+    _row(
+        r"Request from (?:a )?non-LSF host rejected",
+        "auth",
+        f"{_VOLCLAVA} lsb.err.c l.82, lib.err.c l.88: the head is no LSF client host",
+        "Request from non-LSF host rejected. Job not submitted.",
+    ),
+    _row(
+        r"^(?:ssh: )?\S+@\S+: Permission denied \(|^Permission denied \((?:publickey|password)",
+        "auth",
+        "OpenSSH sshconnect2.c 'Permission denied (%s)': a site's bsub that logs in to a "
+        "submit host (exit 255 like ssh)",
+        "alice@submit01: Permission denied (publickey,gssapi-with-mic).",
+    ),
+    # -- passing: limits that clear as jobs finish, a busy or unreachable mbatchd/LIM -------
+    _row(
+        r"Pending job (?:slots )?threshold reached",
+        "transient",
+        f"{_VOLCLAVA} lsb.err.c l.191-192 (LSBE_JOB_MAX_PEND, LSBE_SLOTS_MAX_PEND), the "
+        "retry loop of cmd.sub.c l.126-143; real in TheRoddyWMS/BatchEuphoria",
+        "Group <resUsers>: Pending job threshold reached. Retrying in 60 seconds...",
+    ),
+    _row(
+        r"has reached its job limit|does not have enough (?:per-\w+ )?job slots"
+        r"|No job Id can be used now",
+        "transient",
+        f"{_VOLCLAVA} lsb.err.c l.59, l.78, l.81, l.93, l.120, l.128",
+        "The destination queue has reached its job limit. Job not submitted.",
+    ),
+    _row(
+        r"Queue has been closed",
+        "transient",
+        f"{_VOLCLAVA} lsb.err.c l.68 (LSBE_QUEUE_CLOSED: an administrator closed it, "
+        "usually for a while)",
+        "normal: Queue has been closed. Job not submitted.",
+    ),
+    _row(
+        r"Operation is in progress|Communication timeout|Timeout on connect call to server"
+        r"|Connection refused by server|Batch protocol error|XDR encode/decode error"
+        r"|Master batch daemon internal error|Batch daemon cannot fork|Cannot allocate memory"
+        r"|Server is not connected|Unable to contact execution host",
+        "transient",
+        f"{_VOLCLAVA} lsb.err.c l.99-115, l.119",
+        "Contacting batch daemon: Communication timeout. Job not submitted.",
+    ),
+    _row(
+        r"LSF is down|Cannot connect to LSF|batch system daemon not responding"
+        r"|LSF daemon \(LIM\) not responding|LIM is (?:down|not responding)"
+        r"|Cannot locate master LIM now|LIM configuration is not ready yet"
+        r"|Failed in sending/receiving a message|Communication time out|Connection is lost",
+        "transient",
+        f"{_VOLCLAVA} lsb.comm.c l.527-536, l.618, lib.err.c l.31-124; IBM's 'Cannot connect "
+        "to LSF' in DataBiosphere/toil#3097",
+        "Failed in an LSF library call: Slave LIM configuration is not ready yet",
+    ),
+    _row(
+        r"^ssh: (?:connect to host|Could not resolve hostname)|Connection timed out during "
+        r"banner exchange|^Connection closed by",
+        "transient",
+        "OpenSSH's client: a site's bsub that logs in to a submit host could not reach it",
+        "ssh: connect to host submit01 port 22: Connection refused",
+    ),
+    # -- the client's environment is broken (every job meets it; no retry helps) ----------
+    _row(
+        r"Unable to open file lsf\.conf|Bad configuration environment"
+        r"|Bad syntax in lsf\.conf|Batch service not registered|LSB_SHAREDIR not defined",
+        "permanent",
+        f"{_VOLCLAVA} lib.err.c l.55-56, l.98, lsb.err.c l.105-106 (profile.lsf not sourced)",
+        "Failed in an LSF library call: Unable to open file lsf.conf. Job not submitted.",
+    ),
+    _row(
+        r"Failed in an LSF library call",
+        "transient",
+        f"{_VOLCLAVA} lsb.err.c l.102, l.235 (LSBE_LSLIB with another base-library text, "
+        "e.g. lib.err.c ls_errmsg[6])",
+        "Failed in an LSF library call: LIM protocol error. Job not submitted.",
+    ),
+    # -- this job can never be taken as it is -------------------------------------------------
+    _row(
+        r"No such queue|Queue name must be specified|Queue does not accept EXCLUSIVE jobs",
+        "permanent",
+        f"{_VOLCLAVA} lsb.err.c l.54, l.66-67; real in equinor/ert's tests",
+        "missingqueue: No such queue. Job not submitted.",
+    ),
+    _row(
+        r"Bad host name, host group name or cluster name|Host or host group is not used by the "
+        r"queue|Bad host specification|Too (?:many|few) processors requested",
+        "permanent",
+        f"{_VOLCLAVA} lsb.err.c l.71-72, l.77, l.142, l.184; real in equinor/ert's tests",
+        "Too many processors requested. Job not submitted.",
+    ),
+    _row(
+        r"Bad resource requirement syntax|Bad resource name|No resource defined"
+        r"|^Error (?:in|near|with) .*(?:section|select|rusage)"
+        r"|Cannot exceed queue's (?:hard limit|resource reservation)",
+        "permanent",
+        f"{_VOLCLAVA} lsb.err.c l.89, l.130, l.134-135, l.141; IBM's resource-requirement "
+        "parser in equinor/ert's tests and bcbio/bcbio-nextgen#2803",
+        "Error in rusage section. Job not submitted.",
+    ),
+    _row(
+        r"Bad CPU limit specification|Bad time specification"
+        r"|Start time is later than termination time|Bad rlimit specification",
+        "permanent",
+        f"{_VOLCLAVA} lsb.err.c l.86-88, l.193",
+        "Bad time specification. Job not submitted.",
+    ),
+    _row(
+        r"Dependency condition syntax error|No matching job found|Job array index (?:error|too "
+        r"large)|Bad job name|Empty job|No command is specified"
+        r"|Interactive job cannot be rerunnable",
+        "permanent",
+        f"{_VOLCLAVA} lsb.err.c l.48, l.53, l.90, l.92, l.136, l.152-153, l.195",
+        "-J: No matching job found. Job not submitted.",
+    ),
+    _row(
+        r"Request aborted by esub|Pack submission disabled|illegal option",
+        "permanent",
+        f"{_VOLCLAVA} lsb.err.c l.144 (LSBE_ESUB_ABORT: the site's esub), cmd.sub.c "
+        "l.187-200; real in ExaWorks/psij-python#523",
+        "Returning output by mail is not supported on this cluster.\n"
+        "Please use the -o option to write output to disk.\n"
+        "Request aborted by esub. Job not submitted.",
+    ),
 )
+#: the class of a refusal no row matches
+DEFAULT_REFUSAL: RefusalKind = "permanent"
+
+
+def classify(text: str) -> Refusal | None:
+    """The first row of :data:`REFUSALS` whose wording occurs in ``text``."""
+    for row in REFUSALS:
+        if row.pattern.search(text):
+            return row
+    return None
+
 
 #: Lines a busy or unreachable mbatchd prints before the real output.
 BANNER: Final = re.compile(
@@ -428,8 +610,11 @@ def parse_table(stdout: str) -> list[dict[str, object]]:
             header = line.split()
             continue
         match = _ROW.match(line)
-        if match is None or match["stat"] not in STATE_MAP:
-            continue  # a wrapped EXEC_HOST continuation line, or foreign text
+        if match is None:
+            continue  # a wrapped EXEC_HOST continuation line, or a note under the table
+        if match["stat"] not in STATE_MAP:
+            # a job row whose state we do not know: skipping it would read as "left"
+            raise ParseError(f"bjobs: unknown state {match['stat']!r} in {line[:200]!r}")
         tokens = match["rest"].split()
         row: dict[str, object] = {
             "JOBID": match["id"],
@@ -598,29 +783,45 @@ def parse_long(text: str, now: float) -> dict[str, Observation]:
 
 
 def _complaints(stdout: str, stderr: str) -> list[str]:
-    """stderr lines (and stray stdout lines) that are not banners or 'not found' notes."""
+    """stderr lines that are not banners or 'not found' notes."""
     return [line for line in _lines(stderr) if not NOT_FOUND.search(line)]
 
 
 def _raise_if_unreachable(stdout: str, stderr: str, exit_status: int, command: str) -> None:
-    text = f"{stderr}\n{stdout}"
-    if UNREACHABLE.search(text):
+    """A passing (mbatchd/LIM unreachable) or credential wording anywhere: that failure."""
+    row = classify(f"{stderr}\n{stdout}")
+    if row is not None and row.kind != "permanent":
+        what = "LSF cannot be reached" if row.kind == "transient" else "our credentials refused"
         raise RemoteCommandError(
-            f"{command}: LSF cannot be reached: {stderr.strip()[:300] or stdout.strip()[:300]}",
+            f"{command}: {what}: {stderr.strip()[:300] or stdout.strip()[:300]}",
             exit_status=exit_status,
             stderr=stderr,
-            transient=True,
+            transient=row.kind == "transient",
+            auth=row.kind == "auth",
         )
 
 
 def _raise_for_complaints(stdout: str, stderr: str, exit_status: int, command: str) -> None:
     complaints = _complaints(stdout, stderr)
     if exit_status != 0 and complaints:
+        row = classify("\n".join(complaints))
         raise RemoteCommandError(
             f"{command} failed: {' / '.join(complaints)[:300]}",
             exit_status=exit_status,
             stderr=stderr,
-            transient=bool(TRANSIENT.search(stderr)),
+            transient=row is not None and row.kind == "transient",
+            auth=row is not None and row.kind == "auth",
+        )
+
+
+def _raise_unless_empty_answer(stdout: str, stderr: str, command: str) -> None:
+    """Nothing listed: only LSF's own "nothing found" wording ("No job found", "No
+    unfinished job found", "No matching job found", "Job <n> is not found") is an empty
+    answer; anything else (no output at all, a shell's or a wrapper's text) is not one."""
+    lines = _lines(stdout) + _lines(stderr)
+    if not lines or not all(NOT_FOUND.search(line) for line in lines):
+        raise ParseError(
+            f"{command}: output not understood: {stdout.strip()[:200]!r} / {stderr.strip()[:200]!r}"
         )
 
 
@@ -785,10 +986,14 @@ class LsfDialect:
                 return match["id"]
         message = " / ".join(_lines(stderr) + _lines(stdout))[:500]
         text = f"{stderr}\n{stdout}"
-        if TRANSIENT.search(text):
-            raise SubmitRejected(f"bsub: {message}", transient=True)
-        if exit_status != 0 or "Job not submitted" in text:
-            raise SubmitRejected(f"bsub: {message or f'exit status {exit_status}'}")
+        row = classify(text)
+        if row is not None or exit_status != 0 or "Job not submitted" in text:
+            kind = DEFAULT_REFUSAL if row is None else row.kind
+            raise SubmitRejected(
+                f"bsub: {message or f'exit status {exit_status}'}",
+                transient=kind == "transient",
+                auth=kind == "auth",
+            )
         raise ParseError(f"bsub: no job id in {stdout[:200]!r} / {stderr[:200]!r}")
 
     # --- status ---------------------------------------------------------------------------
@@ -816,6 +1021,7 @@ class LsfDialect:
             else:
                 _raise_if_unreachable(stdout, stderr, exit_status, "bjobs")
                 _raise_for_complaints(stdout, stderr, exit_status, "bjobs")
+                _raise_unless_empty_answer(stdout, stderr, "bjobs")
                 return {}
         found: dict[str, Observation] = {}
         for record in records:
@@ -837,8 +1043,7 @@ class LsfDialect:
         if not found:
             _raise_if_unreachable(stdout, stderr, exit_status, "bhist")
             _raise_for_complaints(stdout, stderr, exit_status, "bhist")
-            if _lines(stdout) and not NOT_FOUND.search(stdout):
-                raise ParseError(f"bhist: output not understood: {stdout[:200]!r}")
+            _raise_unless_empty_answer(stdout, stderr, "bhist")
         return found
 
     # --- cancel / hold / release -----------------------------------------------------------
@@ -853,13 +1058,20 @@ class LsfDialect:
             for line in _lines(stderr) + _lines(stdout)
             if not NOT_FOUND.search(line) and not ACKNOWLEDGED.search(line)
         ]
-        if complaints:
-            raise RemoteCommandError(
-                f"bkill failed: {' / '.join(complaints)[:300]}",
-                exit_status=exit_status,
-                stderr=stderr,
-                transient=bool(TRANSIENT.search(" ".join(complaints))),
-            )
+        if not complaints:
+            return
+        row = classify("\n".join(complaints))
+        lsf_words = row is not None or any(re.match(r"Job <[^>]+>", c) for c in complaints)
+        if exit_status == 0 and not lsf_words:
+            # neither LSF's acknowledgement nor its refusal: a wrapper's or a shell's text
+            raise ParseError(f"bkill: output not understood: {' / '.join(complaints)[:300]!r}")
+        raise RemoteCommandError(
+            f"bkill failed: {' / '.join(complaints)[:300]}",
+            exit_status=exit_status,
+            stderr=stderr,
+            transient=row is not None and row.kind == "transient",
+            auth=row is not None and row.kind == "auth",
+        )
 
     def hold_argv(self, native_ids: Sequence[str]) -> list[str]:
         return ["bstop", *native_ids]

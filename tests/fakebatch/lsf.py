@@ -6,7 +6,11 @@ Outputs follow the real formats in ``tests/fixtures/batch-outputs/lsf``:
   -H -cwd``) from the script on stdin, spools the script and prints "Job <n> is
   submitted to [default ]queue <q>.". Faults: ``submit_transient`` ("The destination
   queue has reached its job limit. Job not submitted."), ``submit_permanent`` ("<q>: No
-  such queue. Job not submitted."; also for a queue not in config ``queues`` when set).
+  such queue. Job not submitted."; also for a queue not in config ``queues`` when set),
+  ``submit_auth`` (eauth refused our credential: "Failed in an LSF library call: External
+  authentication failed. Job not submitted.") and ``max_queued`` (the user's
+  MAX_PEND_JOBS: "User <u>: Pending job threshold reached. Job not submitted.", as bsub
+  prints it once its LSB_NTRIES retries are spent).
 * ``bjobs [-u USER|all] [-a] [-w] [-json] [-noheader] [-o "FIELDS [delimiter='c']"]
   [IDS]``: ``-json -o`` documents as LSF 10.1 prints them (``"KEY":"value"``, ``\\/``
   escaped), delimited rows, or the ``-w`` table. Finished jobs show with ``-a`` (or by
@@ -63,6 +67,25 @@ def _down(head: FakeHead, command: str) -> Result | None:
     if command == "lsid":
         return "", "ls_getclustername(): LIM is down; try later\n", 255
     return "", DOWN, 255
+
+
+def _held_against_limit(queue: dict[str, Any], owner: str) -> int:
+    """The user's jobs that count against ``max_queued``: unfinished ones, and finished
+    ones no status command has shown finished yet. (A real mbatchd takes seconds to
+    dispatch a job; here a ``true`` job ends before the next bsub, and the limit would
+    never be met. Counting a job until a poll could have seen it end keeps the test's
+    limit reachable without timing.)"""
+    return sum(
+        1
+        for j in queue["jobs"].values()
+        if j["owner"] == owner and not (j["state"] == "done" and j["extra"].get("seen_done"))
+    )
+
+
+def _seen(queue: dict[str, Any]) -> None:
+    for job in queue["jobs"].values():
+        if job["state"] == "done":
+            job["extra"]["seen_done"] = True
 
 
 def _noise(head: FakeHead, banner: str = BUSY) -> str:
@@ -266,6 +289,20 @@ def bsub(head: FakeHead, argv: list[str]) -> Result:
                 "The destination queue has reached its job limit. Job not submitted.\n",
                 255,
             )
+        if head.take_fault("submit_auth"):
+            return (
+                noise,
+                "Failed in an LSF library call: External authentication failed. Job not submitted.\n",
+                255,
+            )
+        limit = int(head.faults.get("max_queued") or 0)
+        owner = head.config["user"]
+        if limit and _held_against_limit(q, owner) >= limit:
+            return (
+                noise,
+                f"User <{owner}>: Pending job threshold reached. Job not submitted.\n",
+                255,
+            )
         known = head.config.get("queues")
         if head.take_fault("submit_permanent") or (known and queue not in known):
             return noise, f"{queue}: No such queue. Job not submitted.\n", 255
@@ -333,6 +370,7 @@ def bjobs(head: FakeHead, argv: list[str]) -> Result:
     stderr = ""
     status = 0
     with head.transaction() as q:
+        _seen(q)
         jobs: list[Job] = []
         if ids:
             for native_id in ids:
@@ -451,6 +489,7 @@ def bhist(head: FakeHead, argv: list[str]) -> Result:
         return down
     opts, ids = _options(argv, {"-n", "-u", "-S", "-C"})
     with head.transaction() as q:
+        _seen(q)
         jobs: list[Job] = []
         if ids:
             jobs = [j for i in ids if (j := q["jobs"].get(i)) is not None and _visible(j)]
