@@ -75,8 +75,18 @@ def resolve_on_head(path: str, login_dir: str) -> str:
     return posixpath.normpath(posixpath.join(login_dir, path))
 
 
-def render_submit_program(dialect: Dialect, jobs: Sequence[JobRequest]) -> str:
+def job_files(dialect: Dialect, job: JobRequest) -> dict[str, str]:
+    """Every file a job's submit writes (path -> content): its script, then the dialect's
+    extra files. Raises ValueError for a job the dialect cannot render."""
+    return {job.script_path: dialect.render_script(job), **dialect.extra_files(job)}
+
+
+def render_submit_program(
+    dialect: Dialect, jobs: Sequence[JobRequest], files: Sequence[dict[str, str]] | None = None
+) -> str:
     """One ``sh`` program that writes every job's files and submits each job.
+
+    ``files``: each job's :func:`job_files` where the caller rendered them already.
 
     Only the submit commands start a process per job: directories, stale exit files and
     modes are handled by one ``mkdir``/``rm``/``chmod`` for the whole batch, files are
@@ -85,10 +95,9 @@ def render_submit_program(dialect: Dialect, jobs: Sequence[JobRequest]) -> str:
     the submit's stderr, ``@@schedulerd-submit-end``.
     """
     q = shlex.quote
-    files: dict[str, str] = {}
-    for job in jobs:
-        files[job.script_path] = dialect.render_script(job)
-        files.update(dialect.extra_files(job))
+    if files is None:
+        files = [job_files(dialect, job) for job in jobs]
+    written = {path: content for one in files for path, content in one.items()}
     dirs = sorted({d for job in jobs for d in (job.workdir, job.control_dir)})
     # "--" before every operand: a path that starts with "-" is never read as an option.
     # The batched mkdir/rm/chmod go on past an operand they cannot handle, and each job
@@ -102,7 +111,7 @@ def render_submit_program(dialect: Dialect, jobs: Sequence[JobRequest]) -> str:
         f"(umask 077 && mkdir -p -- {' '.join(map(q, dirs))}) 2>/dev/null",
         f"rm -f -- {' '.join(q(job.exit_path) for job in jobs)}",
     ]
-    for path, content in files.items():
+    for path, content in written.items():
         lines.append(f"printf '%s\\n' {q(content.rstrip(chr(10)))} > {q(path)} 2>/dev/null")
     lines.append(f"chmod 700 -- {' '.join(q(job.script_path) for job in jobs)} 2>/dev/null")
     for n, job in enumerate(jobs):
@@ -313,15 +322,15 @@ class BatchDriver:
         jobs = await self._absolute(jobs)
         results: dict[int, SubmitResult] = {}
         renderable: list[JobRequest] = []
+        rendered: list[dict[str, str]] = []  # each job's files, rendered once
         for job in jobs:
             try:
-                self.dialect.render_script(job)
-                self.dialect.extra_files(job)
+                rendered.append(job_files(self.dialect, job))
                 renderable.append(job)
             except ValueError as exc:
                 results[job.job_id] = SubmitResult(job_id=job.job_id, error=f"invalid job: {exc}")
         if renderable:
-            program = render_submit_program(self.dialect, renderable)
+            program = render_submit_program(self.dialect, renderable, rendered)
             res = await self._run(["sh", "-s"], input=program)
             sections = parse_submit_program_output(res.stdout, len(renderable))
             if len(sections) != len(renderable):
@@ -331,6 +340,7 @@ class BatchDriver:
                     f" exit {res.exit_status}): {res.stderr.strip()[:300]}"
                 )
             unparsed: list[JobRequest] = []
+            maybe_queued: list[JobRequest] = []
             for n, job in enumerate(renderable):
                 status, out, err = sections[n]
                 if status == PREPARE_FAILED and err.startswith("cannot prepare "):
@@ -343,14 +353,25 @@ class BatchDriver:
                     results[job.job_id] = SubmitResult(
                         job_id=job.job_id, error=exc.message, transient=exc.transient, auth=exc.auth
                     )
+                    if exc.transient:
+                        # a passing refusal may be a request the server took but did not
+                        # answer in time (Slurm "Socket timed out", PBS "End of File"):
+                        # look the name up before it is offered again (invariant 2)
+                        maybe_queued.append(job)
                 except ParseError as exc:
                     self._log.warning("submit_output_unparsed", job_id=job.job_id, error=exc.message)
                     unparsed.append(job)
                 else:
                     results[job.job_id] = SubmitResult(job_id=job.job_id, native_id=native)
+            if maybe_queued or unparsed:
+                # it may or may not be queued: ask the head rather than guess (one command)
+                found = await self.lookup([*maybe_queued, *unparsed])
+                for job in maybe_queued:
+                    native = found.get(job.name)
+                    if native is not None:
+                        self._log.info("refused_submit_found_queued", job_id=job.job_id, native_id=native)
+                        results[job.job_id] = SubmitResult(job_id=job.job_id, native_id=native)
             if unparsed:
-                # it may or may not be queued: ask the head rather than guess
-                found = await self.lookup(unparsed)
                 for job in unparsed:
                     native = found.get(job.name)
                     if native is not None:
@@ -430,6 +451,8 @@ class BatchDriver:
             except RemoteCommandError as exc:
                 if exc.transient:
                     raise TransportError(f"history: {exc.message}") from exc
+                if exc.auth:
+                    raise  # our credentials: the poll fails and the cluster is degraded at once
                 self._log.warning("history_unavailable", error=exc.message)
             except ParseError as exc:
                 self._log.warning("history_unparsed", error=exc.message)
@@ -598,7 +621,7 @@ class BatchDriver:
                                    workdir=f"{self.workdir}/.check", queue=self.default_queue)  # fmt: skip
                 argv = self.dialect.dry_run_argv(probe)
                 assert argv is not None
-                files = {probe.script_path: self.dialect.render_script(probe), **self.dialect.extra_files(probe)}
+                files = job_files(self.dialect, probe)
                 program = [f"mkdir -p -- {shlex.quote(probe.control_dir)}"]
                 for path, content in files.items():
                     delimiter = _delimiter(content)

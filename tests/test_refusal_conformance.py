@@ -76,3 +76,14 @@ async def test_refused_credentials_degrade_the_cluster_and_fail_one_round(tmp_pa
         assert {j["state"] for j in done.values()} == {"completed"}
         status = (await c.client.call("clusters.list"))["clusters"][0]
         assert status["degraded"] is False and status["submits_stopped"] is False
+
+
+async def test_a_submit_whose_answer_timed_out_is_looked_up_not_sent_twice(tmp_path: Path) -> None:
+    """Slurm answers "Socket timed out" for a job the controller did queue: a transient
+    refusal, and resubmitting on it ran the job twice (invariant 2)."""
+    async with fake_cluster(tmp_path, "slurm", refusal_pause="1s") as c:
+        c.head.set_faults(submit_lost_reply=1)
+        (jid,) = (await c.client.call("job.submit", {"jobs": [{"argv": ["true"]}]}))["ids"]
+        job = (await wait_terminal(c.client, [jid], timeout=120))[jid]
+        assert job["state"] == "completed" and job["attempt"] == 1
+        assert [j["name"] for j in c.head.jobs()] == [f"sd-{jid}-1"], "submitted twice"

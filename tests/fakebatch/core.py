@@ -98,7 +98,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
 #   max_queued: int         a site limit: a submit is refused, in the system's real wording
 #                           of its queued-jobs limit, while this many of the user's jobs are
 #                           unfinished on the head (0 or absent: no limit)
+#   submit_lost_reply: int  the next N submits queue the job but answer with the system's
+#                           timeout (Slurm: "Socket timed out on send/recv operation")
 FAULT_KEYS = {
+    "submit_lost_reply",
     "submit_auth",
     "max_queued",
     "submit_transient",
