@@ -4,7 +4,7 @@ Pure functions only (see :mod:`schedulerd.drivers.dialect`). The helpers that PB
 Torque share -- directive checks, ``qsub`` output, ``qdel`` wordings, ``qstat -f`` text,
 exit-status interpretation -- live here and :mod:`schedulerd.drivers.torque` imports them.
 
-Formats handled (see ``shared/fixtures/batch-outputs/pbspro``):
+Formats handled (see ``tests/fixtures/batch-outputs/pbspro``):
 
 * ``qstat -f -F json``: PBS Pro 19/20 (4-space indent, ``"key":value``), OpenPBS 23 (TABs),
   re-serialised variants. Known quirks: all-digit environment values printed as bare
@@ -22,7 +22,7 @@ import json
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal, NamedTuple
 
 from schedulerd.drivers.base import JobRequest, Observation, Phase
 from schedulerd.drivers.wrapper import render_wrapper
@@ -65,26 +65,257 @@ PBSPRO_WALLTIME_EXIT: Final = -29
 #: followed by ``.<server>``.
 NATIVE_ID: Final = re.compile(r"\d+(?:\[\d*\])?(?:\.[A-Za-z0-9][A-Za-z0-9._-]*)?")
 
-#: stderr lines that mean "retry later": the server (or the network) is unreachable.
-UNREACHABLE: Final = re.compile(
-    r"cannot connect to server|Connection refused|No route to host|Connection timed out"
-    r"|Unable to communicate with|Communication failure|pbs_iff: cannot|"
-    r"Network is unreachable|Cannot connect to specified server host",
-    re.IGNORECASE,
-)
-
 #: stderr lines about one id that has left the queue (PBS Pro, old and new Torque).
 UNKNOWN_OR_FINISHED: Final = re.compile(
     r"Unknown Job Id|Job has finished|Request invalid for state of job"
     r"|job has finished|Unknown job id",
 )
 
-#: qsub rejections that may go away by themselves (limits, server load).
-SUBMIT_TRANSIENT: Final = re.compile(
-    r"would exceed|per-user limit|Maximum number of jobs already in queue"
-    r"|Resource temporarily unavailable|Server is busy|try again",
-    re.IGNORECASE,
+# --- refusals and head errors ------------------------------------------------------------
+
+RefusalKind = Literal["transient", "permanent", "auth"]
+
+
+class Refusal(NamedTuple):
+    """One row of a refusal table (:data:`REFUSALS`, ``torque.REFUSALS``): a wording, its
+    class, where the wording comes from, and a real sample of it (the tests check every
+    row's sample against its table)."""
+
+    pattern: re.Pattern[str]
+    kind: RefusalKind
+    source: str
+    sample: str
+
+
+def _row(pattern: str, kind: RefusalKind, source: str, sample: str) -> Refusal:
+    return Refusal(re.compile(pattern, re.IGNORECASE | re.MULTILINE), kind, source, sample)
+
+
+#: How PBS Pro / OpenPBS wordings are classed, for ``qsub`` refusals and for failed
+#: ``qstat``/``qdel``/``qselect``: the first row whose pattern occurs anywhere in the
+#: command's stderr wins, so the rows go from the most specific to the most general (the
+#: credential rows come before the "cannot connect" rows that follow them in the same
+#: output). The server's texts are ``pbs_messages.c`` (src/lib/Liblog/pbs_messages.c,
+#: ``pbs_err_to_txt[]``; ``msg_*`` names below); ``qsub`` prints them as ``qsub: <text>``
+#: and exits with the PBSE code & 0xff (exit codes wrap and differ from Torque's, so only
+#: the text is used). Unknown ``qsub: ...`` text is ``permanent`` (qsub said it did not
+#: submit, for a reason we do not know to be passing); output without a ``qsub:`` line and
+#: without a known wording (a shell error, a wrapper's text) is not a refusal at all: the
+#: driver looks the job up by name (``ParseError``).
+REFUSALS: Final[tuple[Refusal, ...]] = (
+    # -- our credentials refused (authentication, authorisation): no retry helps ----------
+    _row(
+        r"MUNGE user-authentication on (?:en|de)code failed|User credentials do not match",
+        "auth",
+        "src/lib/Libauth/munge/munge_supp.c (munge_get_auth_data / munge_validate_auth_data);"
+        " the client's lines when munged is not running, as asserted by OpenPBS's "
+        "test/tests/security/pbs_multiple_auth.py (test_munge_not_running_state); the same "
+        "class as the Slurm dialect's munge rows",
+        "munge_get_auth_data: MUNGE user-authentication on encode failed with "
+        "`Munged communication error`\n"
+        "auth: error returned: 15010\n"
+        "auth: MUNGE user-authentication on encode failed with `Munged communication error`\n"
+        "qsub: cannot connect to server pbsserver (errno=15010)",
+    ),
+    _row(
+        r"auth: Unable to authenticate connection"
+        r"|auth: Failed to send auth request|auth: error returned: 15029",
+        "auth",
+        "src/lib/Libauth (the client's auth lines): the server does not take our "
+        "PBS_AUTH_METHOD (PBSE_NOSUP 15029) or refuses the connection's authentication; "
+        "pbs_multiple_auth.py (test_not_listed_auth_method and the resvport/munge mix test)",
+        "auth: error returned: 15029\n"
+        "auth: Failed to send auth request\n"
+        "No support for requested service.\n"
+        "qsub: cannot connect to server pbsserver (errno=15029)",
+    ),
+    _row(
+        r"Unauthorized Request",
+        "auth",
+        "msg_perm 'Unauthorized Request ' (PBSE_PERM 15007, exit 159): svr_chkque "
+        "(src/server/svr_jobfunc.c) returns it when a queue's user or group ACL refuses us",
+        "qsub: Unauthorized Request ",
+    ),
+    _row(
+        r"Access from host not allowed, or unknown host",
+        "auth",
+        "msg_reqbadhost (PBSE_BADHOST 15008): the queue's host ACL refuses the submit host "
+        "(svr_jobfunc.c; test/tests/functional/pbs_acl_host_queue.py)",
+        "qsub: Access from host not allowed, or unknown host",
+    ),
+    _row(
+        r"Bad [UG]ID for job execution",
+        "auth",
+        "msg_baduser / msg_badgrp (PBSE_BADUSER 15023, exit 175; PBSE_BADGRP 15045): the "
+        "server will not run jobs as our user or group (unknown there, or not allowed)",
+        "qsub: Bad UID for job execution",
+    ),
+    _row(
+        r"Expired credential",
+        "auth",
+        "msg_expired (PBSE_EXPIRED 15020): our credential (Kerberos ticket, ...) expired; "
+        "someone must renew it",
+        "qsub: Expired credential",
+    ),
+    _row(
+        r"^No Permission\.$",
+        "auth",
+        "src/lib/Libcmds/cnt2server.c: the connection itself was refused for permission "
+        "(PBSE_PERM)",
+        "No Permission.\nqsub: cannot connect to server pbsserver (errno=15007)",
+    ),
+    # -- passing: limits on what is queued, a busy or unreachable server ------------------
+    _row(
+        r"Invalid credential",
+        "transient",
+        "msg_badcred (PBSE_BADCRED 15019, exit 171): the server could not check the "
+        "connection's credential; seen passing under load (resubmitting worked) in real "
+        "outputs: equinor/ert#7103 ('qsub: Invalid credential', exit 171, retried by ert), "
+        "tudo-r/BatchJobs#122 (Torque)",
+        "qsub: Invalid credential",
+    ),
+    _row(
+        r"Maximum number of jobs in 'Q' state (?:for (?:user|group|project) \S+ )?"
+        r"already in (?:queue|complex)",
+        "transient",
+        "msg_et_qct_q / msg_et_sct_q / msg_et_suq_q / msg_et_sus_q (and the group and "
+        "project variants): a queued_jobs_threshold limit (PBSE_ENTLIMCT 15142, exit 38); "
+        "server/svr_func.c builds the text; test/tests/functional/pbs_test_entity_limits.py",
+        "qsub: Maximum number of jobs in 'Q' state for user alice already in queue workq",
+    ),
+    _row(
+        r"Maximum number of jobs (?:for (?:user|group|project) \S+ )?"
+        r"already in (?:queue|complex)",
+        "transient",
+        "msg_maxqueued (PBSE_MAXQUED 15046) and msg_et_qct / msg_et_sct / msg_et_suq / "
+        "msg_et_sus (and the group and project variants): a max_queued limit on jobs "
+        "queued or running (PBSE_ENTLIMCT); pbs_test_entity_limits.py",
+        "qsub: Maximum number of jobs for user alice already in queue workq",
+    ),
+    _row(
+        r"would exceed (?:queue \S+'s|complex's) per-(?:user|group|project) limit",
+        "transient",
+        "msg_et_guq / msg_et_gus / msg_et_ggq / ... and their 'of jobs in 'Q' state' "
+        "variants: a generic (PBS_GENERIC) max_queued or queued_jobs_threshold limit; "
+        "pbs_test_entity_limits.py; real on ALCF Polaris (tests/fixtures "
+        "pbspro/qsub.would-exceed-queue-generic-per-user-limit.stderr.txt)",
+        "qsub: would exceed queue generic's per-user limit of jobs in 'Q' state",
+    ),
+    _row(
+        r"would exceed (?:per-(?:user|group|project) |(?:user|group|project) \S+'s )?"
+        r"limit on resource",
+        "transient",
+        "msg_et_raq / msg_et_ras / msg_et_rguq / msg_et_rsuq / ... (PBSE_ENTLIMRESC 15143): a "
+        "max_queued_res or queued_jobs_threshold_res limit on what is queued; passes as "
+        "our other jobs finish (the same wording is used when this job alone is over the "
+        "limit: we cannot tell, the scheduler's refusal pause paces the retries)",
+        "qsub: would exceed per-user limit on resource ncpus in complex",
+    ),
+    _row(
+        r"Request not allowed: Server shutting down",
+        "transient",
+        "msg_svrshut (PBSE_SVRDOWN 15060)",
+        "qsub: Request not allowed: Server shutting down",
+    ),
+    _row(
+        r"Server connection table full|No free connections|^Too many open connections\.$",
+        "transient",
+        "msg_connfull (PBSE_CONNFULL 15117), msg_noconnects (PBSE_NOCONNECTS 15033), "
+        "cnt2server.c 'Too many open connections.'",
+        "qsub: Server connection table full",
+    ),
+    _row(
+        r"Resource temporarily unavailable",
+        "transient",
+        "msg_rescunav (PBSE_RESCUNAV 15044)",
+        "qsub: Resource temporarily unavailable",
+    ),
+    _row(
+        r"Failed to save job/resv",
+        "transient",
+        "msg_save_err (PBSE_SAVE_ERR 15161, exit 57): the server's database; "
+        "test/tests/functional/pbs_qsub_opts_args.py, openpbs/openpbs#1104",
+        "qsub: Failed to save job/resv, refer server logs for details",
+    ),
+    _row(
+        r"Batch protocol error|Premature end of message|End of File",
+        "transient",
+        "msg_protocol (PBSE_PROTOCOL 15031, exit 183) and the DIS texts of "
+        "src/lib/Libdis/dis.c (dis_emsg[]); real 'qsub: Premature end of message' (exit "
+        "183) in equinor/ert#7103",
+        "qsub: Premature end of message",
+    ),
+    _row(
+        r"PBS server internal error|System error",
+        "transient",
+        "msg_internal (PBSE_INTERNAL 15011), msg_system 'System error: ' (PBSE_SYSTEM "
+        "15010): the server failed, not this job",
+        "qsub: PBS server internal error",
+    ),
+    _row(
+        r"Queue is not enabled",
+        "transient",
+        "msg_qunoenb (PBSE_QUNOENB 15021): svr_chkque refuses while the queue's 'enabled' "
+        "is false, which admins set for maintenance",
+        "qsub: Queue is not enabled",
+    ),
+    _row(
+        r"request rejected as filter hook '[^']*' got an alarm call",
+        "transient",
+        "src/server/hook_func.c: a site's queuejob hook ran out of time (server load)",
+        "qsub: request rejected as filter hook 'site_check' got an alarm call. "
+        "Please inform Admin",
+    ),
+    _row(
+        r"cannot connect to server|Connection refused|No route to host|Connection timed out"
+        r"|Network is unreachable|Communication failure|pbs_iff: cannot",
+        "transient",
+        "src/cmds/qsub.c 'qsub: cannot connect to server <s> (errno=<n>)' after a "
+        "cnt2server.c or perror() line; real in openpbs/openpbs#2070 and equinor/ert#7103 "
+        "(exit 162), tests/fixtures pbspro/qstat-x-f-F-JSON.cannot-connect.*",
+        "Connection refused\nqsub: cannot connect to server s034-lc (errno=15010)",
+    ),
+    # -- permanent: this job can never be taken as it is -----------------------------------
+    _row(
+        r"Job violates queue and/or server resource limits|Resource limit exceeds allowable"
+        r"|Array job exceeds server or queue size limit",
+        "permanent",
+        "msg_excqresc (PBSE_EXCQRESC 15036, exit 188), msg_exceedlmt (PBSE_EXLIMIT), "
+        "msg_maxarraysize: the job's own request is beyond the queue's resources_max (or "
+        "below resources_min); no amount of waiting changes it",
+        "qsub: Job violates queue and/or server resource limits",
+    ),
+    _row(
+        r"Unknown queue|No default queue specified|Access to queue is denied"
+        r"|Job rejected by all possible destinations",
+        "permanent",
+        "msg_unkque (PBSE_UNKQUE), msg_quenodflt, msg_qacess (PBSE_QACESS: svr_chkque "
+        "returns it for a from_route_only queue, so it is about the queue we asked for, "
+        "not our credentials), msg_routebad (PBSE_ROUTEREJ); real 'qsub: Unknown queue' "
+        "(tests/fixtures pbspro/qsub.unknown-queue.stderr.txt)",
+        "qsub: Unknown queue",
+    ),
+    _row(
+        r"Unknown resource|Illegal attribute or resource value|illegal -\w value"
+        r"|Resource invalid in \"select\" specification|node\(s\) specification error"
+        r"|Cannot have \"place\" without \"select\"|Invalid Account|Invalid Job Dependency"
+        r"|jobscript size exceeded|hook rejected request",
+        "permanent",
+        "msg_unkresc, msg_badatval, qsub.c 'illegal -<opt> value', msg_invalselectresc, "
+        "msg_BadNodespec, msg_placenoselect, msg_badacct, msg_baddepend, "
+        "msg_jobscript_max_size, msg_hook_reject: what this job asks for",
+        "qsub: Illegal attribute or resource value",
+    ),
 )
+
+
+def classify(text: str, table: Sequence[Refusal] = REFUSALS) -> Refusal | None:
+    """The first row of ``table`` whose wording occurs in ``text``."""
+    for row in table:
+        if row.pattern.search(text):
+            return row
+    return None
+
 
 #: control characters would end the directive line; quotes and backslashes are read
 #: differently by the directive parsers of qsub versions, so they are refused too.
@@ -156,15 +387,22 @@ def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def raise_if_unreachable(stderr: str, exit_status: int, stdout: str = "") -> None:
-    """``RemoteCommandError(transient=True)`` when the head could not reach its server."""
-    if UNREACHABLE.search(stderr):
-        raise RemoteCommandError(
-            "batch server unreachable: " + " / ".join(_lines(stderr))[:300],
-            exit_status=exit_status,
-            stderr=stderr,
-            transient=True,
-        )
+def raise_for_head_error(
+    command: str, stderr: str, exit_status: int, table: Sequence[Refusal] = REFUSALS
+) -> None:
+    """``RemoteCommandError`` when ``stderr`` carries a wording ``table`` classes as passing
+    (the server unreachable or busy: ``transient``) or as our credentials refused
+    (``auth``); the caller decides what any other output means."""
+    row = classify(stderr, table)
+    if row is None or row.kind == "permanent":
+        return
+    raise RemoteCommandError(
+        f"{command}: " + " / ".join(_lines(stderr))[:300],
+        exit_status=exit_status,
+        stderr=stderr,
+        transient=row.kind == "transient",
+        auth=row.kind == "auth",
+    )
 
 
 def unexpected_stderr(stderr: str) -> list[str]:
@@ -172,29 +410,37 @@ def unexpected_stderr(stderr: str) -> list[str]:
     return [line for line in _lines(stderr) if not UNKNOWN_OR_FINISHED.search(line)]
 
 
-def parse_qsub(stdout: str, stderr: str, exit_status: int) -> str:
-    """The job id ``qsub`` printed (PBS Pro and Torque print the same).
+def parse_qsub(
+    stdout: str, stderr: str, exit_status: int, table: Sequence[Refusal] = REFUSALS
+) -> str:
+    """The job id ``qsub`` printed (PBS Pro and Torque print the same), or its refusal
+    classed by ``table``.
 
-    The id is the last line that looks like one; banner lines before it are ignored.
+    The id is the last line that looks like one; banner lines before it are ignored. A
+    refusal is a wording of ``table`` or a ``qsub:`` line (unknown text: permanent);
+    anything else (a shell's "qsub: not found", a wrapper's text) is not understood.
     """
-    if UNREACHABLE.search(stderr):
-        raise SubmitRejected(
-            "batch server unreachable: " + " / ".join(_lines(stderr))[:300], transient=True
-        )
     if exit_status == 0:
         for line in reversed(_lines(stdout)):
             if NATIVE_ID.fullmatch(line):
                 return line
         raise ParseError(f"qsub printed no job id: {stdout[:200]!r} {stderr[:200]!r}")
-    message = " / ".join(line for line in _lines(stderr) if "qsub" in line or "MSG=" in line)
-    if not message:
-        raise ParseError(f"qsub failed (exit {exit_status}) without a message: {stderr[:200]!r}")
-    raise SubmitRejected(message[:500], transient=bool(SUBMIT_TRANSIENT.search(message)))
+    lines = _lines(stderr) + _lines(stdout)
+    text = "\n".join(lines)
+    row = classify(text, table)
+    if row is None and not any(line.startswith("qsub:") for line in lines):
+        raise ParseError(f"qsub failed (exit {exit_status}) without a refusal: {text[:200]!r}")
+    kind = "permanent" if row is None else row.kind
+    raise SubmitRejected(
+        " / ".join(lines)[:500], transient=kind == "transient", auth=kind == "auth"
+    )
 
 
-def parse_qdel(stdout: str, stderr: str, exit_status: int) -> None:
+def parse_qdel(
+    stdout: str, stderr: str, exit_status: int, table: Sequence[Refusal] = REFUSALS
+) -> None:
     """Accept "Unknown Job Id" / "Job has finished" / "invalid state" complaints."""
-    raise_if_unreachable(stderr, exit_status)
+    raise_for_head_error("qdel", stderr, exit_status, table)
     if exit_status == 0:
         return
     other = unexpected_stderr(stderr)
@@ -212,7 +458,9 @@ _VERSION_PBS: Final = re.compile(r"pbs_version\s*=\s*(\S+)")
 _VERSION_TORQUE: Final = re.compile(r"^\s*Version:\s*(\S+)", re.MULTILINE)
 
 
-def parse_qstat_version(stdout: str, stderr: str, exit_status: int) -> str:
+def parse_qstat_version(
+    stdout: str, stderr: str, exit_status: int, table: Sequence[Refusal] = REFUSALS
+) -> str:
     """``qstat --version``: ``pbs_version = 19.1.3`` (PBS) or ``Version: 6.1.2`` (Torque)."""
     text = f"{stdout}\n{stderr}"
     match = _VERSION_PBS.search(text)
@@ -221,7 +469,7 @@ def parse_qstat_version(stdout: str, stderr: str, exit_status: int) -> str:
     match = _VERSION_TORQUE.search(text)
     if match:
         return f"Torque {match.group(1)}"
-    raise_if_unreachable(stderr, exit_status)
+    raise_for_head_error("qstat --version", stderr, exit_status, table)
     raise ParseError(f"no version in qstat --version output: {text[:200]!r}")
 
 
@@ -502,9 +750,10 @@ def parse_qstat_common(
     state_map: Mapping[str, Phase | None],
     *,
     walltime_exit: int,
+    table: Sequence[Refusal] = REFUSALS,
 ) -> dict[str, Observation]:
     """Shared tail of PBS Pro and Torque status parsing: errors, then each job."""
-    raise_if_unreachable(stderr, exit_status, stdout)
+    raise_for_head_error("qstat", stderr, exit_status, table)
     jobs: dict[str, Mapping[str, object]] = jobs_of(stdout)
     if not jobs and exit_status != 0:
         other = unexpected_stderr(stderr)
@@ -531,9 +780,11 @@ def _pbspro_jobs(stdout: str) -> Mapping[str, Mapping[str, object]]:
 # --- the dialect ---------------------------------------------------------------------------
 
 
-def parse_qselect(stdout: str, stderr: str, exit_status: int) -> list[str]:
+def parse_qselect(
+    stdout: str, stderr: str, exit_status: int, table: Sequence[Refusal] = REFUSALS
+) -> list[str]:
     """Job ids, one per line, from ``qselect``."""
-    raise_if_unreachable(stderr, exit_status, stdout)
+    raise_for_head_error("qselect", stderr, exit_status, table)
     if exit_status != 0:
         raise RemoteCommandError(
             f"qselect failed (exit {exit_status}): {' / '.join(_lines(stderr))[:300]}",
@@ -555,12 +806,14 @@ class PbsProDialect:
     has_dry_run = False
     #: the status command lists only the ids we give it; ``qselect -u`` counts the rest
     status_lists_user_jobs = False
+    #: how this system's refusals and head errors are classed
+    refusals: Sequence[Refusal] = REFUSALS
 
     def list_user_argv(self, user: str) -> list[str]:
         return ["qselect", "-u", user]
 
     def parse_list_user(self, stdout: str, stderr: str, exit_status: int) -> list[str]:
-        return parse_qselect(stdout, stderr, exit_status)
+        return parse_qselect(stdout, stderr, exit_status, self.refusals)
 
     def directives(self, job: JobRequest) -> list[str]:
         chunk = ["1"]
@@ -581,7 +834,7 @@ class PbsProDialect:
         return ["qsub", job.script_path]
 
     def parse_submit(self, stdout: str, stderr: str, exit_status: int) -> str:
-        return parse_qsub(stdout, stderr, exit_status)
+        return parse_qsub(stdout, stderr, exit_status, self.refusals)
 
     def status_argv(self, user: str, native_ids: Sequence[str]) -> list[str]:
         # Why the ids and not the user: PBS Pro has no user filter for the full/JSON
@@ -605,6 +858,7 @@ class PbsProDialect:
             _pbspro_jobs,
             PBSPRO_STATE_MAP,
             walltime_exit=PBSPRO_WALLTIME_EXIT,
+            table=self.refusals,
         )
 
     def history_argv(self, user: str, native_ids: Sequence[str], since: float) -> list[str] | None:
@@ -621,7 +875,7 @@ class PbsProDialect:
         return ["qdel", *native_ids]
 
     def parse_cancel(self, stdout: str, stderr: str, exit_status: int) -> None:
-        parse_qdel(stdout, stderr, exit_status)
+        parse_qdel(stdout, stderr, exit_status, self.refusals)
 
     def hold_argv(self, native_ids: Sequence[str]) -> list[str]:
         return ["qhold", *native_ids]
@@ -633,7 +887,7 @@ class PbsProDialect:
         return ["qstat", "--version"]
 
     def parse_version(self, stdout: str, stderr: str, exit_status: int) -> str:
-        return parse_qstat_version(stdout, stderr, exit_status)
+        return parse_qstat_version(stdout, stderr, exit_status, self.refusals)
 
     def dry_run_argv(self, job: JobRequest) -> list[str] | None:
         return None

@@ -33,11 +33,13 @@ from typing import Final
 from schedulerd.drivers.base import JobRequest, Observation, Phase
 from schedulerd.drivers.pbspro import (
     PbsProDialect,
+    Refusal,
+    _row,
     common_directives,
     parse_full_text,
     parse_qstat_common,
     positive,
-    raise_if_unreachable,
+    raise_for_head_error,
 )
 from schedulerd.errors import ParseError
 
@@ -53,6 +55,184 @@ TORQUE_STATE_MAP: Final[Mapping[str, Phase | None]] = {
     "W": Phase.QUEUED,  # waiting for its execution time
     "S": Phase.HELD,  # suspended
 }
+
+#: How Torque wordings are classed, for ``qsub`` refusals and failed ``qstat``/``qdel``
+#: (first match wins; see ``pbspro.REFUSALS`` for the shape). The texts are Torque's
+#: ``pbs_error_db.h`` (src/include/pbs_error_db.h, numbered from 15000 by position, so the
+#: codes differ from OpenPBS's: Torque inserted 15008/15009). Torque >= 4.1 prints a
+#: refusal as ``qsub: submit error (<text>[ MSG=<detail>])`` (src/cmds/qsub_functions.c;
+#: the server's req_reject adds the detail), Torque 2.5 as ``qsub: <text> MSG=<detail>``;
+#: the rows key on ``<text>``. Unknown ``qsub:`` text is ``permanent``; output with no
+#: ``qsub:`` line and no known wording is not understood (``ParseError``: the driver looks
+#: the job up by name).
+REFUSALS: Final[tuple[Refusal, ...]] = (
+    # -- our credentials refused (authentication, authorisation): no retry helps ----------
+    _row(
+        r"could not connect to trqauthd|socket_connect_unix failed",
+        "auth",
+        "PBSE_DOMAIN_SOCKET_FAULT 15137 'could not connect to trqauthd': the login node's "
+        "trqauthd (which vouches for our user) is not running, someone must start it (the "
+        "Slurm dialect classes munged down the same); real in aidenlab/juicer#105, "
+        "DataBiosphere/toil#3698",
+        "socket_connect_unix failed: 15137\n"
+        "socket_connect_unix failed: 15137\n"
+        "socket_connect_unix failed: 15137\n"
+        "qsub: cannot connect to server (null) (errno=15137) could not connect to trqauthd",
+    ),
+    _row(
+        r"munge executable not found, unable to authenticate|Invalid auth type in request"
+        r"|client is not allowed/trusted|Expired credential",
+        "auth",
+        "PBSE_MUNGE_NOT_FOUND 15009, PBSE_AUTH_INVALID, PBSE_CLIENT_INVALID, PBSE_EXPIRED "
+        "15022: the server cannot or will not authenticate us as configured; printed by "
+        "qsub_functions.c as 'qsub: cannot connect to server <s> (errno=<n>) <text>'",
+        "qsub: cannot connect to server torque-head (errno=15009) munge executable not found,"
+        " unable to authenticate",
+    ),
+    _row(
+        r"Unauthorized Request|^No Permission\.$",
+        "auth",
+        "PBSE_PERM 15007 'Unauthorized Request ' (exit 159): the queue's user, group or host "
+        "ACL refuses us (src/server/svr_jobfunc.c 'user ACL rejected the submitting user', "
+        "req_quejob.c 'job request not authorized'), or the connection itself "
+        "(src/lib/Libcmds/cnt2server.c 'No Permission.'); real in tests/fixtures "
+        "torque/qsub.unauthorized-queue-acl.stderr.txt",
+        "qsub: Unauthorized Request  MSG=user ACL rejected the submitting user: user "
+        "amessina@argo.ictp.it, queue cm1",
+    ),
+    _row(
+        r"Bad [UG]ID for job execution|Access from host not allowed, or unknown host",
+        "auth",
+        "PBSE_BADUSER 15025 (exit 177), PBSE_BADGRP, PBSE_BADHOST: the server does not "
+        "accept our user from this host (ruserok, no account there); real in "
+        "marbl/canu#104",
+        "qsub: submit error (Bad UID for job execution MSG=ruserok failed validating "
+        "scbbcluster/scbbcluster from r3node4)",
+    ),
+    # -- passing: limits on what is queued, a busy or unreachable server ------------------
+    _row(
+        r"Client connection not found\. trqauthd unable to authorize user",
+        "transient",
+        "PBSE_CLIENT_CONN_NOT_FOUND 15135: the text itself says 'Possible transient failure."
+        " Please try again'",
+        "qsub: submit error (Client connection not found. trqauthd unable to authorize user."
+        " Possible transient failure. Please try again)",
+    ),
+    _row(
+        r"trqauthd unable to authenticate|^Unable to authorize user\.$",
+        "transient",
+        "PBSE_IFF_NOT_FOUND 15008 (cnt2server.c adds 'Unable to authorize user.'): trqauthd "
+        "could not look our user up; real in kftsehk/phy-clusters#34, where it came and "
+        "went by itself for 30-60 s at a time (getpwuid failing)",
+        "parse_daemon_response error 15008 trqauthd unable to authenticate. User or PID of "
+        "calling process not found or does not match\n"
+        "Unable to communicate with cluster(10.1.1.1)\n"
+        "Unable to authorize user.\n"
+        "qsub: cannot connect to server cluster (errno=15008) trqauthd unable to "
+        "authenticate. User or PID of calling process not found or does not match",
+    ),
+    _row(
+        r"Invalid credential",
+        "transient",
+        "PBSE_BADCRED 15021 (exit 173): seen passing when many jobs are submitted at once "
+        "(resubmitting worked), real in tudo-r/BatchJobs#122",
+        "qsub: Invalid credential",
+    ),
+    _row(
+        r"Maximum number of jobs already in queue for user",
+        "transient",
+        "PBSE_MAXUSERQUED 15076 (exit 228): the queue's max_user_queuable "
+        "(svr_jobfunc.c 'total number of current user's jobs exceeds the queue limit'); "
+        "real in marbl/canu#73",
+        "qsub: submit error (Maximum number of jobs already in queue for user MSG=total "
+        "number of current user's jobs exceeds the queue limit: user aviantask@hpc2187, "
+        "queue cegs)",
+    ),
+    _row(
+        r"Maximum number of jobs already in queue",
+        "transient",
+        "PBSE_MAXQUED 15048 (exit 200): the queue's max_queuable (svr_jobfunc.c 'total "
+        "number of jobs in queue exceeds the queue limit') or the server's "
+        "max_user_queuable (req_quejob.c 'violates the global server limit'); real in "
+        "marbl/canu#672",
+        "qsub: submit error (Maximum number of jobs already in queue MSG=Job "
+        "3382993.dedicated-sched.pace.gatech.edu violates the global server limit of 3000 "
+        "jobs queued per user)",
+    ),
+    _row(
+        r"too busy to service this request|Please retry this request",
+        "transient",
+        "PBSE_SERVER_BUSY 15134",
+        "qsub: submit error (Pbs Server is currently too busy to service this request. "
+        "Please retry this request.)",
+    ),
+    _row(
+        r"Request not allowed: Server shutting down|Queue is currently not available"
+        r"|This queue had errors during its recovery|Queue is not enabled",
+        "transient",
+        "PBSE_SVRDOWN, PBSE_QUENOTAVAILABLE, PBSE_GHOSTQUEUE, PBSE_QUNOENB (svr_jobfunc.c "
+        "'queue is disabled'): the server or the queue is out of service for a while",
+        "qsub: submit error (Queue is not enabled MSG=queue is disabled: user "
+        "alice@login1, queue batch)",
+    ),
+    _row(
+        r"Batch protocol error|Bad DIS based Request Protocol|Premature End of File"
+        r"|End of File|\bTime out\b|Connection to server timed out",
+        "transient",
+        "PBSE_PROTOCOL, PBSE_DISPROTO, PBSE_PREMATURE_EOF, PBSE_EOF, PBSE_TIMEOUT 15085; "
+        "qsub_functions.c 'Connection to server timed out. Trying again'",
+        "qsub: submit error (Premature End of File)",
+    ),
+    _row(
+        r"PBS server internal error|System error|Error allocating memory",
+        "transient",
+        "PBSE_INTERNAL, PBSE_SYSTEM ' System error: ', PBSE_MEM_MALLOC: the server failed, "
+        "not this job",
+        "qsub: submit error (PBS server internal error)",
+    ),
+    _row(
+        r"cannot connect to server|Cannot connect to (?:default|specified) server host"
+        r"|Unable to communicate with|Could not connect to batch server|Connection refused"
+        r"|No route to host|Connection timed out|Network is unreachable"
+        r"|Communication failure",
+        "transient",
+        "qsub_functions.c 'qsub: cannot connect to server <s> (errno=<n>) <text>' after "
+        "cnt2server.c's lines; real in cBio/cbio-cluster#178 and #28, "
+        "pcingola/BigDataScript#32",
+        "Cannot connect to default server host 'mskcc-fe1.local' - check pbs_server daemon "
+        "and/or trqauthd.\n"
+        "qsub: cannot connect to server mskcc-fe1.local (errno=111) Connection refused",
+    ),
+    # -- permanent: this job can never be taken as it is -----------------------------------
+    _row(
+        r"Job exceeds queue resource limits|Resource limit exceeds allowable"
+        r"|Request doesn't meet minimum limit|resource request conflicts with the queue",
+        "permanent",
+        "PBSE_EXCQRESC 15038 (exit 190; svr_jobfunc.c 'cannot satisfy queue max <r> "
+        "requirement', 'cannot locate feasible nodes'), PBSE_EXLIMIT, PBSE_MINLIMIT, "
+        "PBSE_RESC_CONFLICT: the job's own request; real in cBio/cbio-cluster#93, "
+        "tests/fixtures torque/qsub.exceeds-queue-resource-limits.stderr.txt",
+        "qsub: submit error (Job exceeds queue resource limits MSG=cannot satisfy queue max "
+        "mem requirement)",
+    ),
+    _row(
+        r"Unknown queue|No default queue specified|Access to queue is denied"
+        r"|Queue does not allow|Job rejected by all possible destinations",
+        "permanent",
+        "PBSE_UNKQUE (req_quejob.c 'requested queue not found'), PBSE_QUENODFLT, PBSE_QACESS "
+        "(svr_jobfunc.c 'queue accepts only routed jobs, no direct submission'), "
+        "PBSE_NOBATCH.., PBSE_ROUTEREJ: the queue we asked for",
+        "qsub: submit error (Unknown queue MSG=requested queue not found)",
+    ),
+    _row(
+        r"Unknown resource type|Illegal attribute or resource value|Invalid Account"
+        r"|Invalid Job Dependency|Bad Job Array Request",
+        "permanent",
+        "PBSE_UNKRESC, PBSE_BADATVAL, PBSE_BADACCT (req_quejob.c 'invalid account'), "
+        "PBSE_BADDEPEND, PBSE_BAD_ARRAY_REQ: what this job asks for",
+        "qsub: submit error (Invalid Account MSG=invalid account)",
+    ),
+)
 
 #: Torque's JOB_EXEC_OVERLIMIT_WT (``pbs_job.h``): killed for exceeding its walltime.
 TORQUE_WALLTIME_EXIT: Final = -11
@@ -133,7 +313,7 @@ def parse_probe(stdout: str, stderr: str, exit_status: int) -> bool:
         return False
     if exit_status != 0 and "<Data" not in stdout and re.search(r"(?im)^\s*usage:", text):
         return False
-    raise_if_unreachable(stderr, exit_status, stdout)
+    raise_for_head_error("qstat", stderr, exit_status, REFUSALS)
     return True
 
 
@@ -143,6 +323,7 @@ class TorqueDialect(PbsProDialect):
     ``xml=False`` (a head whose ``qstat`` has no ``-x``) status is ``qstat -f`` text."""
 
     name = "torque"
+    refusals = REFUSALS
 
     def __init__(self, *, xml: bool = True) -> None:
         self.xml = xml
@@ -174,6 +355,7 @@ class TorqueDialect(PbsProDialect):
             _torque_jobs,
             TORQUE_STATE_MAP,
             walltime_exit=TORQUE_WALLTIME_EXIT,
+            table=self.refusals,
         )
 
     def history_argv(self, user: str, native_ids: Sequence[str], since: float) -> list[str] | None:

@@ -34,6 +34,11 @@ PBSPRO_VERSION = "19.1.3"
 TORQUE_VERSION = "6.1.2"
 EXIT_WALLTIME = {"pbspro": -29, "torque": -11}  # JOB_EXEC_KILL_WALLTIME / OVERLIMIT_WT
 EXIT_NODE_FAIL = -1  # JOB_EXEC_FAIL1
+#: ``max_queued``: a job still counts against the limit for this long after its script
+#: ended. A real server counts it until it has processed the end (the MoM's obit: state E,
+#: then history F or Torque's C), which takes a moment; the fake reaps at once, so without
+#: this a ``true`` job would end between two qsubs of one round and the limit never bite.
+EXITING_S = 3.0
 
 Result = tuple[str, str, int]
 
@@ -161,6 +166,34 @@ def _script_directives(text: str) -> list[str]:
     return words
 
 
+def _auth_refused(flavor: str, user: str, server: str) -> Result:
+    """The server will not run jobs as our user: PBSE_BADUSER, exit status = code & 0xff
+    (OpenPBS 15023 -> 175; Torque 15025 -> 177, wording as in marbl/canu#104)."""
+    if flavor == "torque":
+        text = (
+            f"qsub: submit error (Bad UID for job execution MSG=ruserok failed validating "
+            f"{user}/{user} from {server})\n"
+        )
+        return "", text, 177
+    return "", "qsub: Bad UID for job execution\n", 175
+
+
+def _limit_refused(
+    flavor: str, user: str, server: str, qname: str, limit: int, seq: int
+) -> Result:
+    """A limit on the user's unfinished jobs. OpenPBS: a queue's max_queued = [u:user=N]
+    (msg_et_suq, PBSE_ENTLIMCT 15142 -> exit 38); Torque: the server's max_user_queuable
+    (req_quejob.c, PBSE_MAXQUED 15048 -> exit 200, wording as in marbl/canu#672)."""
+    if flavor == "torque":
+        text = (
+            f"qsub: submit error (Maximum number of jobs already in queue MSG=Job "
+            f"{seq}.{server} violates the global server limit of {limit} jobs queued per "
+            "user)\n"
+        )
+        return "", text, 200
+    return "", f"qsub: Maximum number of jobs for user {user} already in queue {qname}\n", 38
+
+
 def qsub(head: FakeHead, argv: list[str]) -> Result:
     down = _down(head, "qsub")
     if down:
@@ -178,7 +211,7 @@ def qsub(head: FakeHead, argv: list[str]) -> Result:
         with open(script) as fh:
             text = fh.read()
     except OSError:
-        return "", f"qsub: script file:: No such file or directory\n", 2
+        return "", "qsub: script file:: No such file or directory\n", 2
     opts: dict[str, Any] = {}
     try:
         _parse_options(_script_directives(text), opts)
@@ -225,6 +258,19 @@ def qsub(head: FakeHead, argv: list[str]) -> Result:
             if flavor == "torque":
                 return "", "qsub: submit error (Unknown queue MSG=requested queue not found)\n", 1
             return "", "qsub: Unknown queue\n", 1
+        if head.take_fault("submit_auth"):
+            return _auth_refused(flavor, user, server)
+        limit = int(head.faults.get("max_queued") or 0)
+        if limit > 0:
+            now = time.time()
+            unfinished = sum(
+                1
+                for j in queue["jobs"].values()
+                if j["owner"] == user
+                and (j["state"] != "done" or now - (j["end_time"] or 0) < EXITING_S)
+            )
+            if unfinished >= limit:
+                return _limit_refused(flavor, user, server, qname, limit, queue.get("next", 1))
         job = head.add_job(
             queue,
             "{seq}.{server}",
