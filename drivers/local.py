@@ -25,7 +25,7 @@ import structlog
 
 from schedulerd.drivers.api import ActiveJob, CheckResult, PollResult
 from schedulerd.drivers.base import ExitRecord, JobRequest, Observation, Phase, SubmitResult
-from schedulerd.drivers.transport import LocalTransport
+from schedulerd.drivers.transport import LocalTransport, make_private_dirs
 from schedulerd.drivers.wrapper import parse_exit_file, render_wrapper
 from schedulerd.errors import ParseError
 
@@ -232,7 +232,8 @@ class LocalDriver:
 
     async def _launch(self, job: JobRequest) -> str:
         control = Path(job.control_dir)
-        await anyio.Path(control).mkdir(parents=True, exist_ok=True)
+        # the job's folders are its owner's only (0700), like the batch drivers' on a head
+        await anyio.to_thread.run_sync(make_private_dirs, str(control))
         script = Path(job.script_path)
         await anyio.Path(script).write_text(render_wrapper(job))
         await anyio.Path(script).chmod(0o700)

@@ -4,16 +4,18 @@
 from __future__ import annotations
 
 import shlex
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from schedulerd.client import AsyncClient
 from schedulerd.drivers.api import ActiveJob
 from schedulerd.drivers.base import JobRequest, Observation, Phase
 from schedulerd.drivers.local import LocalDriver
-from tests.harness import AsyncClient, local_settings, running_daemon, wait_terminal
+from tests.harness import local_settings, running_daemon, wait_terminal
 
 DEADLINE = 30.0  # generous: the machine is shared and busy
 
@@ -261,3 +263,18 @@ async def test_job_wider_than_the_cluster_fails_and_does_not_block(tmp_path: Pat
         assert done[wide]["state"] == "failed", done[wide]
         assert "asks for 3 cpus" in done[wide]["reason"] and "2 slots" in done[wide]["reason"]
         await client.aclose()
+
+
+async def test_a_local_jobs_folders_are_its_owners_only(tmp_path: Path) -> None:
+    """The workdir and .schedulerd of a local job were made with the default umask
+    (world-readable job scripts and outputs); the batch drivers make theirs 0700."""
+    async with running_daemon(local_settings(tmp_path)) as d:
+        client = await d.client()
+        try:
+            jid = (await client.call("job.submit", {"job": {"argv": ["true"]}}))["id"]
+            job = (await wait_terminal(client, [jid]))[jid]
+        finally:
+            await client.aclose()
+    workdir = Path(job["workdir"])
+    for folder in (workdir, workdir / ".schedulerd"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
