@@ -45,7 +45,7 @@ from schedulerd.errors import (
     TransportError,
     UnknownCluster,
 )
-from schedulerd.scheduler import ClusterWorker
+from schedulerd.worker.cluster import ClusterWorker
 from schedulerd.state.machine import State, is_final
 from schedulerd.state.store import Job, JobFilter, NewJob, Store, SubmitKey, same_submission
 

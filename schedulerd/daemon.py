@@ -35,7 +35,7 @@ from schedulerd.drivers.local import LocalDriver
 from schedulerd.drivers.ssh import SSHOptions, SSHTransport
 from schedulerd.drivers.transport import LocalTransport, Transport
 from schedulerd.errors import ConfigError, SchedulerdError
-from schedulerd.scheduler import ClusterWorker, drained_key
+from schedulerd.worker.cluster import ClusterWorker, drained_key
 from schedulerd.state.store import open_store
 
 log = structlog.get_logger("schedulerd")

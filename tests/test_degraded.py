@@ -13,7 +13,7 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from schedulerd.scheduler import DEGRADED_AFTER
+from schedulerd.worker.health import DEGRADED_AFTER
 from tests.fakebatch.core import gated
 from tests.test_conformance import fake_cluster, submit, wait_state
 
@@ -31,7 +31,9 @@ async def _cluster(client: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("system", ["slurm", "pbspro"])
-async def test_failing_polls_make_the_cluster_degraded_then_it_recovers(tmp_path: Path, system: str) -> None:
+async def test_failing_polls_make_the_cluster_degraded_then_it_recovers(
+    tmp_path: Path, system: str
+) -> None:
     gate = tmp_path / "gate"
     with capture_logs() as logs:
         async with fake_cluster(tmp_path, system) as c:

@@ -11,7 +11,7 @@ import pytest
 
 from schedulerd.config import load_settings
 from schedulerd.daemon import create_driver
-from schedulerd.scheduler import job_request
+from schedulerd.worker.jobs import job_request
 from schedulerd.state.models import NewJob
 from schedulerd.state.store import open_store
 from schedulerd.state.transitions import State

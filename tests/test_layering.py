@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-UPPER = ("schedulerd.control", "schedulerd.cli", "schedulerd.daemon", "schedulerd.scheduler",
+UPPER = ("schedulerd.control", "schedulerd.cli", "schedulerd.daemon", "schedulerd.worker",
          "schedulerd.protocol")  # fmt: skip
 
 

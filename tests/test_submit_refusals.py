@@ -15,7 +15,9 @@ def _submits(calls: list[list[str]]) -> int:
     return sum(1 for argv in calls if argv[:2] == ["sbatch", "--parsable"])
 
 
-async def test_refusing_head_sees_one_batch_per_pause_and_resume_retries_now(tmp_path: Path) -> None:
+async def test_refusing_head_sees_one_batch_per_pause_and_resume_retries_now(
+    tmp_path: Path,
+) -> None:
     async with fake_cluster(tmp_path, "slurm", submit_batch=5) as c:
         c.head.set_faults(submit_transient=1000)  # e.g. a QOS submit limit that never lifts
         ids = (await c.client.call("job.submit", {"jobs": [{"argv": ["true"]}] * 20}))["ids"]
@@ -23,9 +25,14 @@ async def test_refusing_head_sees_one_batch_per_pause_and_resume_retries_now(tmp
         while _submits(c.head.calls()) < 5:
             assert time.monotonic() < deadline, "nothing was submitted"
             await anyio.sleep(0.1)
-        await anyio.sleep(3.0)  # ten polls: without the pause the other 15 would go now
+        # the loop pauses after the refused round (that nothing is submitted during the
+        # pause is tests/test_worker_units.py's, on a fake clock)
+        while (status := (await c.client.call("clusters.list"))["clusters"][0])[
+            "submit_paused_until"
+        ] is None:
+            assert time.monotonic() < deadline, "the submit loop did not pause"
+            await anyio.sleep(0.1)
         assert _submits(c.head.calls()) == 5
-        status = (await c.client.call("clusters.list"))["clusters"][0]
         assert status["submit_paused_until"] > time.time() + 20
         assert "temporarily unavailable" in status["last_refusal"]
         first = await c.client.call("job.get", {"id": ids[0]})

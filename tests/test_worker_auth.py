@@ -3,7 +3,8 @@
 The refused round's jobs fail for good (no retry spends itself on them), the cluster is
 shown degraded with the head's message, and no further job is submitted to that head
 until an operator resumes it: every other job would meet the same refusal. A worker is
-driven directly with a fake driver (the Driver protocol), its store a real one.
+driven directly with a fake driver (the Driver protocol) on a fake clock, its store a real
+one.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import pytest
 from schedulerd.drivers.api import ActiveJob, CheckResult, PollResult
 from schedulerd.drivers.base import JobRequest, Observation, Phase, SubmitResult
 from schedulerd.drivers.transport import LocalTransport
-from schedulerd.scheduler import ClusterWorker
 from schedulerd.state.models import NewJob
 from schedulerd.state.store import Store, open_store
 from schedulerd.state.transitions import State
+from schedulerd.worker.cluster import ClusterWorker
+from tests.fakeclock import FakeClock
 from tests.harness import local_settings
 
+POLL = 0.2  # the poll_interval of tests.harness.local_config
 REFUSAL = "AUTHENTICATE:1003:Failed to authenticate with any method"
 
 
@@ -72,18 +75,23 @@ class RefusingHead:
 
 
 @contextlib.asynccontextmanager
-async def worker_with(tmp_path: Path, head: RefusingHead) -> AsyncIterator[tuple[ClusterWorker, Store]]:
-    settings = local_settings(tmp_path, slots=5, extra='submit_batch = 5')
+async def worker_with(
+    tmp_path: Path, head: RefusingHead, clock: FakeClock
+) -> AsyncIterator[tuple[ClusterWorker, Store]]:
+    settings = local_settings(tmp_path, slots=5, extra="submit_batch = 5")
     store = await open_store(tmp_path / "db.sqlite3")
+    store.clock = clock.now
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(store.run_writer)
-            worker = ClusterWorker(settings.clusters["local"], settings, store, head)
+            worker = ClusterWorker(settings.clusters["local"], settings, store, head, clock=clock)
             await store.create_jobs([NewJob(name=f"j{n}", cluster="local", workdir=str(tmp_path / "w"),
                                             spec={"argv": ["true"]}, max_attempts=3)
                                      for n in range(12)])  # fmt: skip
-            await tg.start(worker.run)
-            yield worker, store
+            async with anyio.create_task_group() as work:
+                await work.start(worker.run)
+                yield worker, store
+                work.cancel_scope.cancel()  # before the writer: a shielded write may be on its way
             tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
@@ -91,21 +99,25 @@ async def worker_with(tmp_path: Path, head: RefusingHead) -> AsyncIterator[tuple
             await store.aclose_connections()
 
 
-async def _until(condition, seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+async def _until(condition, clock: FakeClock, seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    """Until ``condition()``, time moving on by one poll interval at each look."""
     with anyio.fail_after(seconds):
-        while not await condition():  # noqa: ASYNC110 -- polls the store, which has no event for it
+        while not await condition():
+            clock.advance(POLL)
             await anyio.sleep(0.02)
 
 
 @pytest.mark.parametrize("fix_by", ["resume", "reload"])
-async def test_refused_credentials_fail_one_round_and_stop_submits(tmp_path: Path, fix_by: str) -> None:
-    head = RefusingHead()
-    async with worker_with(tmp_path, head) as (worker, store):
+async def test_refused_credentials_fail_one_round_and_stop_submits(
+    tmp_path: Path, fix_by: str
+) -> None:
+    head, clock = RefusingHead(), FakeClock()
+    async with worker_with(tmp_path, head, clock) as (worker, store):
 
         async def refused_round_recorded() -> bool:
             return bool(await store.jobs_in_states("local", [State.FAILED]))
 
-        await _until(refused_round_recorded)
+        await _until(refused_round_recorded, clock)
         (first_round,) = head.submit_rounds
         failed = await store.jobs_in_states("local", [State.FAILED])
         assert sorted(j.id for j in failed) == sorted(first_round) and len(first_round) == 5
@@ -115,9 +127,14 @@ async def test_refused_credentials_fail_one_round_and_stop_submits(tmp_path: Pat
         status = worker.status()
         assert status["degraded"] is True and status["submits_stopped"] is True
         assert REFUSAL in status["degraded_reason"]
-        # many polls later (they succeed), still no second round and still degraded
+        # many polls later (they succeed), still no second round and still degraded; the
+        # submit loop waits for an operator, not on the clock
         polls = head.polls
-        await _until(lambda: _true(head.polls >= polls + 20))
+        for _ in range(20):
+            assert await clock.settle(1) == [pytest.approx(POLL)]
+            clock.advance(POLL)
+        await clock.settle(1)
+        assert head.polls == polls + 20
         assert len(head.submit_rounds) == 1
         assert worker.status()["degraded"] is True
         ready = await store.jobs_in_states("local", [State.READY])
@@ -132,10 +149,6 @@ async def test_refused_credentials_fail_one_round_and_stop_submits(tmp_path: Pat
         async def rest_completed() -> bool:
             return len(await store.jobs_in_states("local", [State.COMPLETED])) == 7
 
-        await _until(rest_completed)
+        await _until(rest_completed, clock)
         status = worker.status()
         assert status["degraded"] is False and status["submits_stopped"] is False
-
-
-async def _true(value: bool) -> bool:
-    return value

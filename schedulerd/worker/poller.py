@@ -1,0 +1,187 @@
+"""The poll loop: carry out pending cancels, ask the head about every watched job in one
+round, turn each observation into the transition it asks for, fetch the outputs of ended
+attempts, and keep the cluster's health (``degraded`` after failing polls).
+
+A failed poll never decides a job's fate: job states stay as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import anyio
+import structlog
+
+from schedulerd.config import ClusterConfig
+from schedulerd.drivers.api import ActiveJob, Driver
+from schedulerd.drivers.base import Observation, Phase
+from schedulerd.errors import SchedulerdError, TransportError
+from schedulerd.state import transitions
+from schedulerd.state.models import Change, Job
+from schedulerd.state.store import Store
+from schedulerd.state.transitions import State
+from schedulerd.worker.clock import Clock
+from schedulerd.worker.health import ClusterHealth
+from schedulerd.worker.jobs import job_request
+from schedulerd.worker.stager import STAGE_OUT_STATES, Stager
+
+log = structlog.get_logger(__name__)
+
+PHASE_TO_STATE = {
+    Phase.QUEUED: State.QUEUED,
+    Phase.RUNNING: State.RUNNING,
+    Phase.HELD: State.HELD,
+    Phase.COMPLETED: State.COMPLETED,
+    Phase.FAILED: State.FAILED,
+    Phase.TIMEOUT: State.TIMEOUT,
+    Phase.CANCELLED: State.CANCELLED,
+    Phase.GONE: State.LOST,
+}
+WATCHED = (State.QUEUED, State.RUNNING, State.HELD)
+
+
+def observation_change(job: Job, obs: Observation, now: float) -> Change | None:
+    """The transition an observation asks for, or None when it brings no news."""
+    target = PHASE_TO_STATE[obs.phase]
+    fields: dict[str, Any] = {}
+    if obs.exit_code is not None and target in transitions.TERMINAL:
+        fields["exit_code"] = obs.exit_code
+    if target is State.RUNNING and job.started_at is None:
+        fields["started_at"] = obs.started_at or now
+    if target in transitions.TERMINAL:
+        if obs.started_at and job.started_at is None:
+            fields["started_at"] = obs.started_at
+        fields["finished_at"] = obs.finished_at or now
+    if target is job.state:
+        if target is State.HELD and obs.reason != job.reason:
+            return Change(job_id=job.id, to=target, expect_version=job.version, reason=obs.reason)
+        return None
+    if not transitions.is_legal(job.state, target):
+        log.warning("observation_ignored", job_id=job.id, state=job.state, observed=obs.phase)
+        return None
+    reason = obs.reason
+    if reason is None and target in (State.FAILED,) and obs.exit_code is not None:
+        reason = f"exit code {obs.exit_code}"
+    return Change(
+        job_id=job.id,
+        to=target,
+        expect_state=job.state,
+        expect_version=job.version,
+        reason=reason,
+        fields=fields,
+    )
+
+
+class Poller:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        store: Store,
+        driver: Driver,
+        *,
+        clock: Clock,
+        health: ClusterHealth,
+        stager: Stager,
+        first_poll: anyio.Event,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.driver = driver
+        self.clock = clock
+        self.health = health
+        self.stager = stager
+        self._first_poll = first_poll
+        self._poll_now = anyio.Event()
+        # what the driver is handed of each watched attempt, kept between polls: an
+        # attempt's request never changes, so it is built once, not once per poll
+        self._active: dict[tuple[int, int], ActiveJob] = {}
+        self._log = log.bind(cluster=config.name)
+
+    def poke(self) -> None:
+        """Poll soon."""
+        self._poll_now.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.poll_round()
+            await self.clock.wait(self._poll_now.wait, self.config.poll_interval)
+            self._poll_now = anyio.Event()
+
+    async def poll_round(self) -> None:
+        """One poll, its failure counted in the cluster's health (never raised)."""
+        try:
+            await self.poll_once()
+        except TransportError as exc:
+            self.health.poll_failed(str(exc), during="poll")
+        except SchedulerdError as exc:
+            # nothing is decided from an answer we could not read; try next round
+            self.health.poll_failed(str(exc), during="poll", auth=getattr(exc, "auth", False))
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the polls: logged, counted
+            self._log.exception("poll_crashed")
+            self.health.poll_failed(f"internal error: {exc}", during="poll")
+        else:
+            self.health.poll_succeeded()
+
+    def _active_job(self, job: Job) -> ActiveJob:
+        key = (job.id, job.attempt)
+        active = self._active.get(key)
+        if active is None or active.native_id != job.native_id:
+            active = ActiveJob(
+                job_id=job.id,
+                native_id=job.native_id or "",
+                request=job_request(job),
+                submitted_at=job.queued_at or job.created_at,
+            )
+            self._active[key] = active
+        return active
+
+    async def poll_once(self) -> None:
+        await self._kill_pending()
+        watched = await self.store.jobs_in_states(self.config.name, WATCHED)
+        watched = [j for j in watched if j.native_id is not None]
+        active = [self._active_job(j) for j in watched]
+        if len(self._active) > len(active):  # forget attempts no longer watched
+            keep = {(j.id, j.attempt) for j in watched}
+            self._active = {k: v for k, v in self._active.items() if k in keep}
+        result = await self.driver.poll(active)
+        self.health.answered(self.clock.now())
+        self._first_poll.set()
+        if result.foreign_jobs is not None:
+            self.health.foreign_jobs = result.foreign_jobs
+        now = self.clock.now()
+        by_native = {j.native_id: j for j in watched}
+        changes: list[Change] = []
+        ended: list[tuple[int, Job]] = []
+        for native_id, obs in result.observations.items():
+            job = by_native.get(native_id)
+            if job is None:
+                continue
+            change = observation_change(job, obs, now)
+            if change is not None:
+                if change.to in STAGE_OUT_STATES and job.spec.get("outputs"):
+                    ended.append((len(changes), job))
+                changes.append(change)
+        if ended:
+            # before the transition is recorded: once a client sees the job ended, its
+            # outputs are there (and a crash in between fetches them again)
+            for index, record in await self.stager.stage_out([job for _, job in ended]):
+                position = ended[index][0]
+                change = changes[position]
+                changes[position] = dataclasses.replace(
+                    change, fields={**change.fields, "result": record}
+                )
+        if changes:
+            with anyio.CancelScope(shield=True):
+                outcome = await self.store.apply(changes)
+            for o in outcome:
+                if isinstance(o, SchedulerdError):
+                    self._log.info("observation_conflict", error=str(o))
+
+    async def _kill_pending(self) -> None:
+        doomed = await self.store.kill_pending(self.config.name)
+        if not doomed:
+            return
+        await self.driver.cancel([j.native_id for j in doomed if j.native_id])
+        await self.store.clear_kill_pending([j.id for j in doomed])
+        self._log.info("jobs_cancelled_on_head", count=len(doomed))
