@@ -442,6 +442,10 @@ def parse_qdel(
     """Accept "Unknown Job Id" / "Job has finished" / "invalid state" complaints."""
     raise_for_head_error("qdel", stderr, exit_status, table)
     if exit_status == 0:
+        odd = unexpected_stderr(stdout + "\n" + stderr)
+        if odd:
+            # qdel prints nothing when it succeeds: this is someone else's answer
+            raise ParseError(f"qdel exit 0 with {' / '.join(odd)[:200]!r}")
         return
     other = unexpected_stderr(stderr)
     if not other and _lines(stderr):
@@ -565,14 +569,15 @@ def observe(
     state_map: Mapping[str, Phase | None],
     *,
     walltime_exit: int,
-) -> Observation | None:
+) -> Observation:
     """One job from its attributes (``job_state``, ``Job_Name``, ``Exit_status`` /
-    ``exit_status``, ``Hold_Types``, ``comment``, start/end times); None if it has no
-    known state."""
+    ``exit_status``, ``Hold_Types``, ``comment``, start/end times). A job without a
+    state letter of ``state_map`` is not understood (``ParseError``): dropping it would
+    read it as gone from the queue."""
     state = as_text(attrs.get("job_state"))
-    if state is None or state[:1] not in state_map:
-        return None
-    phase = state_map[state[:1]]
+    if state is None or len(state) != 1 or state not in state_map:
+        raise ParseError(f"job {native_id[:100]}: job_state {state!r} not understood")
+    phase = state_map[state]
     name = as_text(attrs.get("Job_Name"))
     comment = as_text(attrs.get("comment"))
     started_at = parse_ctime(attrs.get("stime")) or parse_ctime(attrs.get("start_time"))
@@ -625,20 +630,27 @@ def parse_full_text(text: str) -> dict[str, dict[str, str]]:
     current: dict[str, str] | None = None
     key: str | None = None
     indent: str | None = None
+    started = False
     for raw in text.splitlines():
         if raw.startswith("Job Id:"):
             native_id = raw[len("Job Id:") :].strip()
-            current = jobs.setdefault(native_id, {}) if native_id else None
+            if not NATIVE_ID.fullmatch(native_id):
+                raise ParseError(f"qstat -f: {raw[:100]!r} is not a job id line")
+            current = jobs.setdefault(native_id, {})
             key = indent = None
+            started = True
             continue
-        if current is None or not raw.strip():
-            continue
+        if not raw.strip() or not started:
+            continue  # blank lines between blocks; banner lines before the first one
         match = _ATTR_LINE.match(raw)
-        if match and indent in (None, match.group(1)):
+        if current is not None and match and indent in (None, match.group(1)):
             indent, key = match.group(1), match.group(2)
             current[key] = match.group(3)
-        elif key is not None and raw[:1] in "\t ":
+        elif current is not None and key is not None and raw[:1] in "\t ":
             current[key] += raw.strip()
+        # any other line inside a block is the rest of a value Torque printed with its
+        # raw newlines (sched_hint: torque/qstat-f.held-running-completed-queued.ichec.txt);
+        # a block we cannot read still fails in observe() (no job_state)
     return jobs
 
 
@@ -739,7 +751,10 @@ def parse_json_jobs(text: str) -> dict[str, dict[str, object]]:
         return {}
     if not isinstance(raw_jobs, dict):
         raise ParseError(f'qstat JSON "Jobs" is not an object: {body[:200]!r}')
-    return {str(k): v for k, v in raw_jobs.items() if isinstance(v, dict)}
+    odd = [str(k) for k, v in raw_jobs.items() if not isinstance(v, dict)]
+    if odd:
+        raise ParseError(f'qstat JSON: job {odd[0][:100]!r} is not an object')
+    return {str(k): v for k, v in raw_jobs.items()}
 
 
 def parse_qstat_common(
@@ -763,12 +778,13 @@ def parse_qstat_common(
                 exit_status=exit_status,
                 stderr=stderr,
             )
-    found: dict[str, Observation] = {}
-    for native_id, attrs in jobs.items():
-        obs = observe(native_id, attrs, state_map, walltime_exit=walltime_exit)
-        if obs is not None:
-            found[native_id] = obs
-    return found
+    if not stdout.strip() and exit_status == 0 and unexpected_stderr(stderr):
+        # nothing on stdout, and stderr is not about our ids: not qstat's answer
+        raise ParseError(f"qstat printed nothing but {' / '.join(_lines(stderr))[:200]!r}")
+    return {
+        native_id: observe(native_id, attrs, state_map, walltime_exit=walltime_exit)
+        for native_id, attrs in jobs.items()
+    }
 
 
 def _pbspro_jobs(stdout: str) -> Mapping[str, Mapping[str, object]]:
@@ -793,9 +809,11 @@ def parse_qselect(
         )
     ids = []
     for line in _lines(stdout):
-        if not re.fullmatch(r"\d+(\[\d*\])?(\.[\w.-]+)?", line):
+        if not NATIVE_ID.fullmatch(line):
             raise ParseError(f"qselect printed {line[:100]!r}, not a job id")
         ids.append(line)
+    if not ids and unexpected_stderr(stderr):
+        raise ParseError(f"qselect printed no ids but {' / '.join(_lines(stderr))[:200]!r}")
     return ids
 
 

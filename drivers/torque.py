@@ -32,6 +32,7 @@ from typing import Final
 
 from schedulerd.drivers.base import JobRequest, Observation, Phase
 from schedulerd.drivers.pbspro import (
+    NATIVE_ID,
     PbsProDialect,
     Refusal,
     _row,
@@ -237,7 +238,8 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
 #: Torque's JOB_EXEC_OVERLIMIT_WT (``pbs_job.h``): killed for exceeding its walltime.
 TORQUE_WALLTIME_EXIT: Final = -11
 
-_JOB: Final = re.compile(r"<Job>(.*?)(?:</Job>|\Z)", re.DOTALL)
+_DOCUMENT: Final = re.compile(r"<Data\s*/>|<Data>(.*?)</Data>", re.DOTALL)
+_JOB: Final = re.compile(r"<Job>(.*?)</Job>", re.DOTALL)
 _WANTED: Final = (
     "Job_Id",
     "Job_Name",
@@ -252,23 +254,36 @@ _ELEMENT: Final = {tag: re.compile(rf"<{tag}>(.*?)</{tag}>", re.DOTALL) for tag 
 
 
 def parse_xml_jobs(text: str) -> dict[str, dict[str, object]]:
-    """The ``<Job>`` records of ``qstat -x`` output (one or more ``<Data>`` documents,
-    possibly after banner lines), keyed by ``Job_Id``; jobs without an id are skipped."""
-    if "<Job>" not in text:
-        stripped = text.strip()
-        if not stripped or "<Data" in stripped or "<Data/>" in stripped:
+    """The ``<Job>`` records of ``qstat -x`` output: one or more whole ``<Data>``
+    documents, possibly after banner lines and the XML declaration, keyed by ``Job_Id``.
+    Anything else (no ``<Data>``, a cut-off document, text after it, a ``<Job>`` without
+    an id) is not understood: jobs missing from it would read as gone from the queue."""
+    start = text.find("<Data")
+    if start < 0:
+        if not text.strip():
             return {}
-        raise ParseError(f"no <Data> in qstat -x output: {stripped[:200]!r}")
+        raise ParseError(f"no <Data> in qstat -x output: {text.strip()[:200]!r}")
+    body = text[start:]
+    documents = list(_DOCUMENT.finditer(body))
+    rest = _DOCUMENT.sub("", body)
+    if not documents or rest.strip():
+        raise ParseError(f"qstat -x output is not whole <Data> documents: {body[:200]!r}")
     jobs: dict[str, dict[str, object]] = {}
-    for record in _JOB.finditer(text):
-        body = record.group(1)
-        attrs: dict[str, object] = {}
-        for tag, pattern in _ELEMENT.items():
-            match = pattern.search(body)
-            if match:
-                attrs[tag] = html.unescape(match.group(1)).strip()
-        native_id = attrs.pop("Job_Id", None)
-        if isinstance(native_id, str) and native_id:
+    for document in documents:
+        inner = document.group(1) or ""
+        records = list(_JOB.finditer(inner))
+        if _JOB.sub("", inner).strip():
+            raise ParseError(f"qstat -x: <Data> holds more than <Job> records: {inner[:200]!r}")
+        for record in records:
+            fields = record.group(1)
+            attrs: dict[str, object] = {}
+            for tag, pattern in _ELEMENT.items():
+                match = pattern.search(fields)
+                if match:
+                    attrs[tag] = html.unescape(match.group(1)).strip()
+            native_id = attrs.pop("Job_Id", None)
+            if not isinstance(native_id, str) or not NATIVE_ID.fullmatch(native_id):
+                raise ParseError(f"qstat -x: a <Job> without a job id: {fields[:200]!r}")
             jobs[native_id] = attrs
     return jobs
 
@@ -284,10 +299,21 @@ _OPTION_REFUSED: Final = re.compile(
 QSTAT_UNKNOWN_JOBS_EXIT: Final = 153
 
 
+#: Slurm's Torque-compatible ``qstat`` (contribs/torque/qstat.pl, ``stateCode``) prints
+#: ``U`` for a Slurm state it has no letter for; every such base state (DEADLINE,
+#: OUT_OF_MEMORY, and in older versions NODE_FAIL, PREEMPTED, BOOT_FAIL) is final.
+SLURM_WRAPPER_UNKNOWN: Final = "U"
+
+
 def _decided_by_queue(attrs: Mapping[str, object]) -> bool:
-    """False for a ``C`` job without ``exit_status``: the exit file decides it."""
+    """False for a job the exit file decides: ``C`` without ``exit_status`` (it ran and
+    failed, or was deleted before it ran: the queue cannot tell) and Slurm's wrapper's
+    ``U`` (ended in a state the wrapper has no letter for)."""
     state = attrs.get("job_state")
-    if isinstance(state, str) and state.strip()[:1] == "C":
+    letter = state.strip() if isinstance(state, str) else None
+    if letter == SLURM_WRAPPER_UNKNOWN:
+        return False
+    if letter == "C":
         return attrs.get("exit_status", attrs.get("Exit_status")) not in (None, "")
     return True
 

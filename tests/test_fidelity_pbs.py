@@ -193,3 +193,122 @@ def test_fake_head_queued_jobs_limit_is_transient(tmp_path: Path, system: str) -
     head.fake.set_faults(max_queued=0)
     assert head.submit("true")
     gate.touch()
+
+
+# --- output that is not recognised is an error, not an empty queue -----------------------------
+
+HTML = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>\n"
+SHELL = "bash: qstat: command not found\n"
+WRAPPER = "Your jobs on cluster X:\n  1.srv  running  0:05\n  2.srv  queued\n"
+#: ``qstat`` without -f: the default table (real: openpbs/openpbs#2237, OSC/ood_core#126)
+TABLE = (
+    "Job id            Name             User              Time Use S Queue\n"
+    "----------------  ---------------- ----------------  -------- - -----\n"
+    "3[].head          STDIN            ood                      0 B workq\n"
+)
+PBS_FOREIGN = {
+    "html": HTML,
+    "shell error": SHELL,
+    "wrapper text": WRAPPER,
+    "default table": TABLE,
+    "other JSON": '{"error": "service unavailable", "retry": true}\n',
+    "unknown state": '{"pbs_version": "23.06", "Jobs": {"5.srv": {"job_state": "Z"}}}\n',
+    "no state": '{"pbs_version": "23.06", "Jobs": {"5.srv": {"Job_Name": "sd-5-1"}}}\n',
+    "a word for a state": '{"pbs_version": "23.06", "Jobs": {"5.srv": {"job_state": "Run"}}}\n',
+    "job not an object": '{"pbs_version": "23.06", "Jobs": {"5.srv": "R"}}\n',
+    "text block, bad id": "Job Id: see http://status.example.org\n    job_state = R\n",
+    "text block, no state": "Job Id: 5.srv\n    Job_Name = sd-5-1\n",
+}
+TORQUE_FOREIGN = {
+    "html": HTML,
+    "shell error": SHELL,
+    "wrapper text": WRAPPER,
+    "default table": TABLE,
+    "cut off": "<Data><Job><Job_Id>5.srv</Job_Id><job_state>R</job_state></Job><Job><Job_Id>6",
+    "text after it": "<Data></Data>\nqstat: warning: HTML follows\n<html></html>\n",
+    "job without id": "<Data><Job><Job_Name>x</Job_Name><job_state>Q</job_state></Job></Data>",
+    "unknown state": "<Data><Job><Job_Id>5.srv</Job_Id><job_state>Z</job_state></Job></Data>",
+    "not jobs": "<Data><Error>server busy</Error></Data>\n",
+    "text block, no state": "Job Id: 5.srv\n    Job_Name = sd-5-1\n",
+}
+
+
+@pytest.mark.parametrize(("system", "stdout"), [
+    *(("pbspro", text) for text in PBS_FOREIGN.values()),
+    *(("torque", text) for text in TORQUE_FOREIGN.values()),
+], ids=[f"pbspro-{k}" for k in PBS_FOREIGN] + [f"torque-{k}" for k in TORQUE_FOREIGN])  # fmt: skip
+def test_status_and_history_refuse_foreign_output(system: str, stdout: str) -> None:
+    dialect = DIALECTS[system]
+    for parse in (dialect.parse_status, dialect.parse_history):
+        with pytest.raises(ParseError):
+            parse(stdout, "", 0)
+
+
+@pytest.mark.parametrize("system", sorted(DIALECTS))
+def test_nothing_but_a_shell_error_is_not_an_empty_queue(system: str) -> None:
+    dialect = DIALECTS[system]
+    with pytest.raises(ParseError):
+        dialect.parse_status("", SHELL, 0)
+    # the recognised empty answers stay empty
+    assert dialect.parse_status("", "", 0) == {}
+    assert dialect.parse_status("", "qstat: Unknown Job Id 5.srv\n", 153) == {}
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [
+        "",
+        '{\n    "timestamp":1752246824,\n    "pbs_version":"2024.1.2",\n    "pbs_server":"s"\n}\n',
+    ],
+)
+def test_pbspro_recognised_empty_answers(stdout: str) -> None:
+    assert PBS.parse_status(stdout, "", 0) == {}
+
+
+@pytest.mark.parametrize(
+    "stdout", ["", "<Data></Data>\n", "<Data/>\n", '<?xml version="1.0"?>\n<Data></Data>\n']
+)
+def test_torque_recognised_empty_answers(stdout: str) -> None:
+    assert TORQUE.parse_status(stdout, "", 0) == {}
+
+
+@pytest.mark.parametrize("system", sorted(DIALECTS))
+@pytest.mark.parametrize("stdout", [HTML, SHELL, WRAPPER, "Job submitted.\n"])
+def test_submit_without_an_id_is_not_understood(system: str, stdout: str) -> None:
+    with pytest.raises(ParseError):
+        DIALECTS[system].parse_submit(stdout, "", 0)
+
+
+@pytest.mark.parametrize("system", sorted(DIALECTS))
+@pytest.mark.parametrize(
+    ("stdout", "stderr"),
+    [
+        ("", "bash: qdel: command not found\n"),
+        (HTML, ""),
+        ("Deleting job 5.srv ... see the portal for the result\n", ""),
+    ],
+)
+def test_cancel_with_foreign_output_is_not_understood(
+    system: str, stdout: str, stderr: str
+) -> None:
+    with pytest.raises(ParseError):
+        DIALECTS[system].parse_cancel(stdout, stderr, 0)
+
+
+@pytest.mark.parametrize("system", sorted(DIALECTS))
+def test_cancel_recognised_answers(system: str) -> None:
+    dialect = DIALECTS[system]
+    dialect.parse_cancel("", "", 0)
+    dialect.parse_cancel("", "qdel: Unknown Job Id 5.srv\n", 0)
+    dialect.parse_cancel("", "qdel: Job has finished 484874.s034-lcam\n", 35)
+
+
+@pytest.mark.parametrize("system", sorted(DIALECTS))
+def test_job_listing_refuses_foreign_output(system: str) -> None:
+    dialect = DIALECTS[system]
+    with pytest.raises(ParseError):
+        dialect.parse_list_user(TABLE, "", 0)
+    with pytest.raises(ParseError):
+        dialect.parse_list_user("", SHELL, 0)
+    assert dialect.parse_list_user("5.srv\n6[2].srv\n", "", 0) == ["5.srv", "6[2].srv"]
+    assert dialect.parse_list_user("", "", 0) == []
