@@ -131,6 +131,21 @@ class JobState:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WatchedJob:
+    """What a poll needs of a job the head has (see :meth:`Store.watched_jobs`): read
+    without its spec and result, so a poll decodes no JSON."""
+
+    id: int
+    state: State
+    version: int
+    attempt: int
+    native_id: str
+    reason: str | None
+    started_at: float | None
+    submitted_at: float  # queued_at, else created_at
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubmitKey:
     """A job.submit call's idempotency key, stored with its jobs in their transaction.
 

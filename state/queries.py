@@ -18,6 +18,7 @@ from schedulerd.state.models import (
     JobFilter,
     JobState,
     Submission,
+    WatchedJob,
 )
 from schedulerd.state.transitions import State
 
@@ -166,6 +167,25 @@ async def jobs_in_states(
         (cluster, *wanted),
     )
     return [Job.from_row(r) for r in rows]
+
+
+async def watched_jobs(
+    db: aiosqlite.Connection, cluster: str, states: Iterable[State]
+) -> list[WatchedJob]:
+    wanted = [s.value for s in states]
+    rows = await fetchall(
+        db,
+        "SELECT id, state, version, attempt, native_id, reason, started_at,"
+        " COALESCE(queued_at, created_at) FROM jobs"
+        f" WHERE cluster = ? AND state IN ({marks(wanted)}) AND native_id IS NOT NULL"
+        " ORDER BY id",
+        (cluster, *wanted),
+    )
+    return [
+        WatchedJob(id=int(r[0]), state=State(r[1]), version=int(r[2]), attempt=int(r[3]),
+                   native_id=str(r[4]), reason=r[5], started_at=r[6], submitted_at=float(r[7]))
+        for r in rows
+    ]  # fmt: skip
 
 
 async def kill_pending(db: aiosqlite.Connection, cluster: str) -> list[Job]:

@@ -49,6 +49,7 @@ from schedulerd.state.models import (
     NewJob,
     Submission,
     SubmitKey,
+    WatchedJob,
 )
 from schedulerd.state.retry import RETRY_BASE, fresh_attempt, retry_delay
 from schedulerd.state.transitions import State
@@ -485,6 +486,10 @@ class Store:
 
     async def jobs_in_states(self, cluster: str, states: Iterable[State]) -> list[Job]:
         return await queries.jobs_in_states(self._reader, cluster, states)
+
+    async def watched_jobs(self, cluster: str, states: Iterable[State]) -> list[WatchedJob]:
+        """The jobs of ``cluster`` in ``states`` that have a native id, without their spec."""
+        return await queries.watched_jobs(self._reader, cluster, states)
 
     async def kill_pending(self, cluster: str) -> list[Job]:
         return await queries.kill_pending(self._reader, cluster)

@@ -22,7 +22,7 @@ from schedulerd.drivers.api import ActiveJob, CheckResult, PollResult
 from schedulerd.drivers.base import JobRequest, Observation, Phase, SubmitResult
 from schedulerd.drivers.transport import LocalTransport
 from schedulerd.errors import TransportError
-from schedulerd.state.models import NewJob
+from schedulerd.state.models import Job, NewJob
 from schedulerd.state.store import Store, open_store
 from schedulerd.state.transitions import State
 from schedulerd.worker.cluster import ClusterWorker
@@ -287,3 +287,34 @@ async def test_drained_worker_polls_and_submits_nothing(tmp_path: Path) -> None:
         await clock.settle(2)
         clock.advance(IDLE_WAIT)  # the submit loop looks again
         await until(lambda: head.submitted() == 3)
+
+
+async def test_polls_of_known_attempts_read_no_job_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll reads the columns it needs; a job's spec is decoded once per attempt, not
+    once per poll (issue 8: every poll decoded every watched job)."""
+    decoded: list[int] = []
+    from_row = Job.from_row.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Job], row: Sequence[object]) -> Job:
+        job: Job = from_row(cls, row)
+        decoded.append(job.id)
+        return job
+
+    monkeypatch.setattr(Job, "from_row", classmethod(counting))
+    head, clock = FakeHead(), FakeClock()
+    async with running_worker(tmp_path, head, clock, jobs=5) as (_worker, store):
+        await until(lambda: head.submitted() == 5)
+        await clock.settle(2)
+        polls = head.polls
+        clock.advance(POLL)  # the first poll of the queued jobs reads each one once
+        await until(lambda: head.polls == polls + 1)
+        await clock.settle(2)
+        assert await count(store, State.RUNNING) == 5
+        decoded.clear()
+        for _ in range(3):
+            clock.advance(POLL)
+            await until(lambda p=head.polls: head.polls > p)  # type: ignore[misc]
+            await clock.settle(2)
+        assert decoded == []

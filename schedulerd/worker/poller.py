@@ -15,10 +15,10 @@ import structlog
 
 from schedulerd.config import ClusterConfig
 from schedulerd.drivers.api import ActiveJob, Driver
-from schedulerd.drivers.base import Observation, Phase
+from schedulerd.drivers.base import JobRequest, Observation, Phase
 from schedulerd.errors import SchedulerdError, TransportError
 from schedulerd.state import transitions
-from schedulerd.state.models import Change, Job
+from schedulerd.state.models import Change, WatchedJob
 from schedulerd.state.store import Store
 from schedulerd.state.transitions import State
 from schedulerd.worker.clock import Clock
@@ -41,7 +41,7 @@ PHASE_TO_STATE = {
 WATCHED = (State.QUEUED, State.RUNNING, State.HELD)
 
 
-def observation_change(job: Job, obs: Observation, now: float) -> Change | None:
+def observation_change(job: WatchedJob, obs: Observation, now: float) -> Change | None:
     """The transition an observation asks for, or None when it brings no news."""
     target = PHASE_TO_STATE[obs.phase]
     fields: dict[str, Any] = {}
@@ -93,9 +93,11 @@ class Poller:
         self.stager = stager
         self._first_poll = first_poll
         self._poll_now = anyio.Event()
-        # what the driver is handed of each watched attempt, kept between polls: an
-        # attempt's request never changes, so it is built once, not once per poll
-        self._active: dict[tuple[int, int], ActiveJob] = {}
+        # What the driver is handed of each watched attempt, and whether it has outputs
+        # to fetch, kept between polls: an attempt's request never changes, so a poll
+        # reads only the few columns it needs (no spec, no JSON), and the whole job only
+        # of an attempt it sees for the first time or that ended with outputs.
+        self._attempts: dict[tuple[int, int], tuple[JobRequest, bool]] = {}
         self._log = log.bind(cluster=config.name)
 
     def poke(self) -> None:
@@ -123,60 +125,69 @@ class Poller:
         else:
             self.health.poll_succeeded()
 
-    def _active_job(self, job: Job) -> ActiveJob:
-        key = (job.id, job.attempt)
-        active = self._active.get(key)
-        if active is None or active.native_id != job.native_id:
-            active = ActiveJob(
-                job_id=job.id,
-                native_id=job.native_id or "",
-                request=job_request(job),
-                submitted_at=job.queued_at or job.created_at,
-            )
-            self._active[key] = active
-        return active
+    async def _requests(self, watched: list[WatchedJob]) -> list[tuple[WatchedJob, ActiveJob]]:
+        """The driver's view of each watched attempt (those not yet known read whole)."""
+        keys = {(w.id, w.attempt) for w in watched}
+        self._attempts = {k: v for k, v in self._attempts.items() if k in keys}
+        new = [w.id for w in watched if (w.id, w.attempt) not in self._attempts]
+        if new:
+            for job in (await self.store.get_jobs(new)).values():
+                if (job.id, job.attempt) in keys:
+                    self._attempts[(job.id, job.attempt)] = (
+                        job_request(job),
+                        bool(job.spec.get("outputs")),
+                    )
+        return [
+            (w, ActiveJob(job_id=w.id, native_id=w.native_id, submitted_at=w.submitted_at,
+                          request=self._attempts[(w.id, w.attempt)][0]))
+            for w in watched
+            if (w.id, w.attempt) in self._attempts  # else it moved on since: next poll
+        ]  # fmt: skip
 
     async def poll_once(self) -> None:
         await self._kill_pending()
-        watched = await self.store.jobs_in_states(self.config.name, WATCHED)
-        watched = [j for j in watched if j.native_id is not None]
-        active = [self._active_job(j) for j in watched]
-        if len(self._active) > len(active):  # forget attempts no longer watched
-            keep = {(j.id, j.attempt) for j in watched}
-            self._active = {k: v for k, v in self._active.items() if k in keep}
-        result = await self.driver.poll(active)
+        watched = await self.store.watched_jobs(self.config.name, WATCHED)
+        pairs = await self._requests(watched)
+        result = await self.driver.poll([active for _, active in pairs])
         self.health.answered(self.clock.now())
         self._first_poll.set()
         if result.foreign_jobs is not None:
             self.health.foreign_jobs = result.foreign_jobs
         now = self.clock.now()
-        by_native = {j.native_id: j for j in watched}
+        by_native = {w.native_id: w for w, _ in pairs}
         changes: list[Change] = []
-        ended: list[tuple[int, Job]] = []
+        ended: list[tuple[int, WatchedJob]] = []
         for native_id, obs in result.observations.items():
-            job = by_native.get(native_id)
-            if job is None:
+            watch = by_native.get(native_id)
+            if watch is None:
                 continue
-            change = observation_change(job, obs, now)
+            change = observation_change(watch, obs, now)
             if change is not None:
-                if change.to in STAGE_OUT_STATES and job.spec.get("outputs"):
-                    ended.append((len(changes), job))
+                if change.to in STAGE_OUT_STATES and self._attempts[(watch.id, watch.attempt)][1]:
+                    ended.append((len(changes), watch))
                 changes.append(change)
         if ended:
-            # before the transition is recorded: once a client sees the job ended, its
-            # outputs are there (and a crash in between fetches them again)
-            for index, record in await self.stager.stage_out([job for _, job in ended]):
-                position = ended[index][0]
-                change = changes[position]
-                changes[position] = dataclasses.replace(
-                    change, fields={**change.fields, "result": record}
-                )
+            await self._stage_out(changes, ended)
         if changes:
             with anyio.CancelScope(shield=True):
                 outcome = await self.store.apply(changes)
             for o in outcome:
                 if isinstance(o, SchedulerdError):
                     self._log.info("observation_conflict", error=str(o))
+
+    async def _stage_out(self, changes: list[Change], ended: list[tuple[int, WatchedJob]]) -> None:
+        """Fetch the outputs of the attempts that ended, before the transition is recorded:
+        once a client sees the job ended, its outputs are there (and a crash in between
+        fetches them again). Each change gets the job's new result."""
+        jobs = await self.store.get_jobs([w.id for _, w in ended])
+        todo = [(position, jobs[w.id]) for position, w in ended
+                if w.id in jobs and jobs[w.id].attempt == w.attempt]  # fmt: skip
+        for index, record in await self.stager.stage_out([job for _, job in todo]):
+            position = todo[index][0]
+            change = changes[position]
+            changes[position] = dataclasses.replace(
+                change, fields={**change.fields, "result": record}
+            )
 
     async def _kill_pending(self) -> None:
         doomed = await self.store.kill_pending(self.config.name)
