@@ -31,22 +31,40 @@ from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 # --- states ------------------------------------------------------------------------------
 
 #: PBS Professional Reference Guide, chapter "Job States" (job_state letters; the same
-#: table is in qstat(1B), "Job states"). ``None`` means "finished: decide from
-#: Exit_status". M (moved to another server) leaves our view of the queue.
+#: table is in qstat(1B), "Job states"; OpenPBS src/include/job.h, JOB_STATE_LTR_*).
+#: ``None`` means "finished: decide from Exit_status". The letters and what they mean
+#: for the one job we submitted:
 PBSPRO_STATE_MAP: Final[Mapping[str, Phase | None]] = {
-    "B": Phase.RUNNING,  # array job: at least one subjob has started
-    "E": Phase.RUNNING,  # exiting after having run
-    "F": None,  # finished (only with -x / history)
+    # B: "Job arrays only: job array has begun" (at least one subjob started); we never
+    # submit arrays (-J is refused at job.submit), an array parent is running as a whole
+    "B": Phase.RUNNING,
+    "E": Phase.RUNNING,  # exiting after having run (obit, stage-out): not finished yet
+    "F": None,  # finished (history: qstat -x); Exit_status decides
     "H": Phase.HELD,  # held
-    "M": Phase.GONE,  # moved to another server
+    # M: "Job was moved to another server" (peer scheduling, qmove to a remote queue).
+    # The record left on this server is a history job (shown with -x only) while the job
+    # lives on at the destination, where qstat without -x follows it (qstat.c
+    # locate_job; svr_chk_histjob in server/svr_jobfunc.c answers "unknown" here for a
+    # moved job still active there). So it is still waiting or running: queued, not
+    # gone (gone would have it retried while it runs). Once the destination reports its
+    # end the record's substate becomes 92, "Job finished at" (server/req_track.c):
+    # then the job left and its exit file decides (see MOVED_FINISHED_SUBSTATE).
+    "M": Phase.QUEUED,
     "Q": Phase.QUEUED,  # queued, eligible to run or be routed
     "R": Phase.RUNNING,  # running
-    "S": Phase.HELD,  # suspended (by the scheduler or an admin)
-    "T": Phase.QUEUED,  # being moved to a new location
-    "U": Phase.HELD,  # suspended: the workstation became busy
-    "W": Phase.QUEUED,  # waiting for its execution time (-a) or a stage-in
-    "X": None,  # subjob: finished (expired)
+    "S": Phase.HELD,  # suspended by the server (a higher-priority job, an admin)
+    "T": Phase.QUEUED,  # in transit (being moved to a new location)
+    "U": Phase.HELD,  # user-suspended: its workstation became busy
+    # W: waiting for its requested execution time (qsub -a) or for a stage-in retry after
+    # a failed stage-in: it will run without anyone acting, so it is queued
+    "W": Phase.QUEUED,
+    "X": None,  # subjobs only: subjob finished (expired); Exit_status decides
 }
+#: the substate of a moved job's record once the job finished at its destination
+#: (JOB_SUBSTATE_FINISHED, src/include/job.h; set by server/req_track.c)
+MOVED_FINISHED_SUBSTATE: Final = 92
+#: the reason given for a W job without a comment
+WAITING_REASON: Final = "waiting for its execution time (qsub -a) or a stage-in retry"
 
 #: Hold_Types letters (PBS Professional Reference Guide, "Job Attributes", Hold_Types;
 #: Torque qhold(1B) -h): n means no hold.
@@ -597,11 +615,17 @@ def observe(
     if phase is Phase.HELD:
         reason = (
             hold_reason(as_text(attrs.get("Hold_Types")), comment)
-            if state[:1] == "H"
+            if state == "H"
             else f"suspended{': ' + comment if comment else ''}"
         )
-    elif phase is Phase.GONE:
-        reason = "moved to another server"
+    elif state == "M":
+        reason = comment or "moved to another server"
+        if as_int(attrs.get("substate")) == MOVED_FINISHED_SUBSTATE or (
+            comment is not None and comment.startswith("Job finished at")
+        ):
+            phase = Phase.GONE  # it finished at its destination: the exit file decides
+    elif state == "W" and comment is None:
+        reason = WAITING_REASON
     return Observation(
         native_id=native_id,
         phase=phase,
@@ -661,6 +685,7 @@ _JOB_HEADER: Final = re.compile(r'^\s*"(\d+(?:\[\d*\])?(?:\.[^"\s]*)?)"\s*:\s*\{
 _SCAN_KEYS: Final = (
     "Job_Name",
     "job_state",
+    "substate",
     "Exit_status",
     "Hold_Types",
     "comment",

@@ -45,7 +45,10 @@ from schedulerd.drivers.pbspro import (
 from schedulerd.errors import ParseError
 
 #: TORQUE Administrator Guide, qstat(1B) "job_state" / Appendix "Job States": the state
-#: letters. ``None``: completed, decide from exit_status.
+#: letters (the server's are "TQHWREC", src/server/svr_jobfunc.c; S is qstat(1B)'s
+#: suspended, also printed by Slurm's qstat wrapper, whose U is handled by
+#: ``_decided_by_queue``). Torque has no B/F/M/X: arrays are ``-t`` jobs whose elements
+#: ``123[4].server`` carry ordinary states. ``None``: completed, decide from exit_status.
 TORQUE_STATE_MAP: Final[Mapping[str, Phase | None]] = {
     "C": None,  # completed (kept for keep_completed seconds)
     "E": Phase.RUNNING,  # exiting after having run
@@ -68,18 +71,6 @@ TORQUE_STATE_MAP: Final[Mapping[str, Phase | None]] = {
 #: the job up by name).
 REFUSALS: Final[tuple[Refusal, ...]] = (
     # -- our credentials refused (authentication, authorisation): no retry helps ----------
-    _row(
-        r"could not connect to trqauthd|socket_connect_unix failed",
-        "auth",
-        "PBSE_DOMAIN_SOCKET_FAULT 15137 'could not connect to trqauthd': the login node's "
-        "trqauthd (which vouches for our user) is not running, someone must start it (the "
-        "Slurm dialect classes munged down the same); real in aidenlab/juicer#105, "
-        "DataBiosphere/toil#3698",
-        "socket_connect_unix failed: 15137\n"
-        "socket_connect_unix failed: 15137\n"
-        "socket_connect_unix failed: 15137\n"
-        "qsub: cannot connect to server (null) (errno=15137) could not connect to trqauthd",
-    ),
     _row(
         r"munge executable not found, unable to authenticate|Invalid auth type in request"
         r"|client is not allowed/trusted|Expired credential",
@@ -111,6 +102,16 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "scbbcluster/scbbcluster from r3node4)",
     ),
     # -- passing: limits on what is queued, a busy or unreachable server ------------------
+    _row(
+        r"could not connect to trqauthd|socket_connect_unix failed",
+        "transient",
+        "PBSE_DOMAIN_SOCKET_FAULT 15137: the login node's trqauthd cannot be reached; real "
+        "in kftsehk/phy-clusters#25 and #35 (went away by itself, and once the head's full "
+        "partition was cleaned up), adaptivecomputing/torque#380, aidenlab/juicer#105; the "
+        "polls meet it too, so the cluster is shown degraded while it lasts",
+        "socket_connect_unix failed: 15137\n"
+        "qsub: cannot connect to server (null) (errno=15137) could not connect to trqauthd",
+    ),
     _row(
         r"Client connection not found\. trqauthd unable to authorize user",
         "transient",
@@ -198,11 +199,12 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         r"|Communication failure",
         "transient",
         "qsub_functions.c 'qsub: cannot connect to server <s> (errno=<n>) <text>' after "
-        "cnt2server.c's lines; real in cBio/cbio-cluster#178 and #28, "
+        "cnt2server.c's lines (qstat alike); real in cBio/cbio-cluster#178 and #28, "
         "pcingola/BigDataScript#32",
+        "Unable to communicate with mskcc-fe1.local(10.240.16.1)\n"
         "Cannot connect to default server host 'mskcc-fe1.local' - check pbs_server daemon "
         "and/or trqauthd.\n"
-        "qsub: cannot connect to server mskcc-fe1.local (errno=111) Connection refused",
+        "qstat: cannot connect to server mskcc-fe1.local (errno=111) Connection refused",
     ),
     # -- permanent: this job can never be taken as it is -----------------------------------
     _row(

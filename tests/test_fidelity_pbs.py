@@ -6,6 +6,7 @@ wordings that used to be misread, and the refusals of the fake heads.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from schedulerd.drivers import torque
-from schedulerd.drivers.base import JobRequest
+from schedulerd.drivers.base import FINISHED_PHASES, JobRequest, Phase
 from schedulerd.drivers.pbspro import REFUSALS, PbsProDialect, Refusal, classify
 from schedulerd.drivers.torque import TorqueDialect
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
@@ -312,3 +313,152 @@ def test_job_listing_refuses_foreign_output(system: str) -> None:
         dialect.parse_list_user("", SHELL, 0)
     assert dialect.parse_list_user("5.srv\n6[2].srv\n", "", 0) == ["5.srv", "6[2].srv"]
     assert dialect.parse_list_user("", "", 0) == []
+
+
+# --- states, array element ids, real captures ----------------------------------------------------
+
+
+def fx(fixtures_dir: Path, name: str) -> str:
+    return (fixtures_dir / name).read_text()
+
+
+def _pbs_json(jobs: dict[str, dict[str, object]]) -> str:
+    return json.dumps({"timestamp": 1, "pbs_version": "23.06.06", "pbs_server": "srv",
+                       "Jobs": jobs})  # fmt: skip
+
+
+STARTED = "Tue Oct 11 08:13:45 2022"
+
+
+@pytest.mark.parametrize(
+    ("attrs", "phase", "exit_code", "reason"),
+    [
+        ({"job_state": "B"}, Phase.RUNNING, None, None),
+        ({"job_state": "X", "Exit_status": 0, "stime": STARTED}, Phase.COMPLETED, 0, None),
+        ({"job_state": "X", "Exit_status": 3, "stime": STARTED}, Phase.FAILED, 3, None),
+        ({"job_state": "F", "Exit_status": 0, "stime": STARTED}, Phase.COMPLETED, 0, None),
+        ({"job_state": "F", "Exit_status": -29, "stime": STARTED}, Phase.TIMEOUT, None,
+         "walltime exceeded (Exit_status=-29)"),
+        ({"job_state": "F"}, Phase.CANCELLED, None, "deleted before it ran"),
+        ({"job_state": "S"}, Phase.HELD, None, "suspended"),
+        ({"job_state": "U"}, Phase.HELD, None, "suspended"),
+        ({"job_state": "W"}, Phase.QUEUED, None,
+         "waiting for its execution time (qsub -a) or a stage-in retry"),
+        ({"job_state": "W", "comment": "Not Running: stage-in failed"}, Phase.QUEUED, None,
+         "Not Running: stage-in failed"),
+        ({"job_state": "M", "substate": 94, "comment": 'Job has been moved to "workq@peer"'},
+         Phase.QUEUED, None, 'Job has been moved to "workq@peer"'),
+        ({"job_state": "M", "substate": 92, "comment": 'Job finished at "peer"'},
+         Phase.GONE, None, 'Job finished at "peer"'),
+        ({"job_state": "M", "comment": 'Job finished at "peer"'}, Phase.GONE, None,
+         'Job finished at "peer"'),
+        ({"job_state": "T"}, Phase.QUEUED, None, None),
+        ({"job_state": "E", "stime": STARTED}, Phase.RUNNING, None, None),
+    ],
+)  # fmt: skip
+def test_pbspro_state_letters(
+    attrs: dict[str, object], phase: Phase, exit_code: int | None, reason: str | None
+) -> None:
+    for parse in (PBS.parse_status, PBS.parse_history):
+        obs = parse(_pbs_json({"7.srv": {"Job_Name": "sd-7-1", **attrs}}), "", 0)["7.srv"]
+        assert (obs.phase, obs.exit_code, obs.reason) == (phase, exit_code, reason)
+    # the same in the plain qstat -f layout
+    text = "Job Id: 7.srv\n" + "".join(f"    {k} = {v}\n" for k, v in attrs.items())
+    obs = PBS.parse_status(text, "", 0)["7.srv"]
+    assert (obs.phase, obs.exit_code, obs.reason) == (phase, exit_code, reason)
+
+
+def test_a_moved_job_in_history_keeps_the_driver_waiting() -> None:
+    # qstat without -x follows a moved job to its new server; history on this server
+    # shows the M record: still alive there, not gone (gone would retry it)
+    history = _pbs_json({"8.srv": {"job_state": "M", "substate": 94}})
+    assert PBS.parse_history(history, "", 0)["8.srv"].phase not in FINISHED_PHASES | {Phase.GONE}
+
+
+@pytest.mark.parametrize(
+    "native_id", ["123[4].server", "123[].server", "3386904[17].dedicated-sched.pace.gatech.edu"]
+)
+def test_array_element_ids(native_id: str) -> None:
+    found = PBS.parse_status(_pbs_json({native_id: {"job_state": "R"}}), "", 0)
+    assert found[native_id].phase is Phase.RUNNING
+    text = f"Job Id: {native_id}\n    job_state = Q\n    Job_Name = arr\n"
+    assert PBS.parse_status(text, "", 0)[native_id].phase is Phase.QUEUED
+    assert TORQUE.parse_status(text, "", 0)[native_id].phase is Phase.QUEUED
+    xml = f"<Data><Job><Job_Id>{native_id}</Job_Id><job_state>H</job_state></Job></Data>"
+    assert TORQUE.parse_status(xml, "", 0)[native_id].phase is Phase.HELD
+    for dialect in (PBS, TORQUE):
+        assert dialect.parse_submit(native_id + "\n", "", 0) == native_id
+        assert dialect.parse_list_user(native_id + "\n", "", 0) == [native_id]
+
+
+def test_array_parent_id_printed_by_qsub(fixtures_dir: Path) -> None:
+    assert PBS.parse_submit(fx(fixtures_dir, "pbspro/qsub-J.array-parent-jobid.openpbs.txt"),
+                            "", 0) == "10[].Nile-extn"  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pbspro/qstat.default-table.array-begun.openpbs.txt",
+        "pbspro/qstat-t.default-table.array-subjobs.pbspro.txt",
+        "pbspro/qstat-x.default-table.finished-running.pbspro2024.txt",
+    ],
+)
+def test_real_default_tables_are_not_our_layout(fixtures_dir: Path, name: str) -> None:
+    for dialect in (PBS, TORQUE):
+        with pytest.raises(ParseError):
+            dialect.parse_status(fx(fixtures_dir, name), "", 0)
+
+
+def test_polaris_job_has_finished_is_an_empty_answer(fixtures_dir: Path) -> None:
+    stdout = fx(fixtures_dir, "pbspro/qstat-f-F-json.job-has-finished.header-only.polaris2024.json")
+    stderr = fx(fixtures_dir, "pbspro/qstat-f-F-json.job-has-finished.polaris2024.stderr.txt")
+    assert PBS.parse_status(stdout, stderr, 35) == {}  # PBSE_HISTJOBID 15139 & 0xff
+
+
+@pytest.mark.parametrize(
+    ("name", "exit_status", "kind"),
+    [
+        ("pbspro/qsub.invalid-credential.stderr.txt", 171, "transient"),
+        ("pbspro/qsub.premature-end-of-message.stderr.txt", 183, "transient"),
+        ("pbspro/qsub.connection-refused.stderr.txt", 162, "transient"),
+        ("pbspro/qsub.munge-not-running.stderr.txt", 255, "auth"),
+        ("pbspro/qsub.would-exceed-complex-per-user-limit.stderr.txt", 38, "transient"),
+        ("pbspro/qsub.unknown-queue.stderr.txt", 170, "permanent"),
+        ("torque/qsub.max-user-queued.stderr.txt", 228, "transient"),
+        ("torque/qsub.max-queued-global-server-limit.stderr.txt", 200, "transient"),
+        ("torque/qsub.bad-uid-ruserok.stderr.txt", 177, "auth"),
+        ("torque/qsub.trqauthd-unable-to-authenticate.stderr.txt", 160, "transient"),
+        ("torque/qsub.cannot-connect-to-trqauthd.stderr.txt", 33, "transient"),
+        ("torque/qsub.invalid-credential.stderr.txt", 173, "transient"),
+        ("torque/qsub.unauthorized-queue-acl.stderr.txt", 159, "auth"),
+        ("torque/qsub.exceeds-queue-resource-limits.stderr.txt", 190, "permanent"),
+    ],
+)
+def test_real_refusals(fixtures_dir: Path, name: str, exit_status: int, kind: str) -> None:
+    dialect = DIALECTS[name.split("/")[0]]
+    with pytest.raises(SubmitRejected) as info:
+        dialect.parse_submit("", fx(fixtures_dir, name), exit_status)
+    assert (info.value.transient, info.value.auth) == (kind == "transient", kind == "auth")
+
+
+def test_real_qdel_and_qstat_failures(fixtures_dir: Path) -> None:
+    # equinor/ert#7103: qdel of a job that is exiting (exit 168): nothing left to do
+    PBS.parse_cancel("", fx(fixtures_dir, "pbspro/qdel.request-invalid-for-state.stderr.txt"), 168)
+    # Azure/az-hop#14: no history on this server: history is unavailable, not passing
+    stderr = fx(fixtures_dir, "pbspro/qstat-fx.job-history-not-configured.stderr.txt")
+    with pytest.raises(RemoteCommandError) as info:
+        PBS.parse_history("", stderr, 36)
+    assert not info.value.transient and not info.value.auth
+    # cBio/cbio-cluster#178: pbs_server down
+    stderr = fx(fixtures_dir, "torque/qstat.cannot-connect-pbs-server-down.stderr.txt")
+    with pytest.raises(RemoteCommandError) as down:
+        TORQUE.parse_status("", stderr, 111)
+    assert down.value.transient
+
+
+def test_slurm_wrapper_unknown_state_is_left_to_the_exit_file() -> None:
+    # contribs/torque/qstat.pl prints U for DEADLINE, OUT_OF_MEMORY, ...: all final
+    text = "Job Id:\t4107\n\tJob_Name = sd-7-1\n\tjob_state = U\n\nJob Id:\t4108\n\tjob_state = R\n"
+    found = TorqueDialect(xml=False).parse_status(text, "", 0)
+    assert set(found) == {"4108"}
