@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 from schedulerd.drivers.base import JobRequest, Observation, Phase
+from schedulerd.drivers.shell import is_one_line
 from schedulerd.drivers.wrapper import render_wrapper
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 
@@ -374,7 +375,7 @@ def _error_lines(lines: list[str]) -> list[str]:
 
 
 def _check(what: str, value: str) -> str:
-    if "\n" in value or "\r" in value or "\0" in value:
+    if not is_one_line(value):
         raise ValueError(f"{what} must not contain a newline: {value!r}")
     if "$(" in value:
         raise ValueError(f"{what} must not contain a submit macro '$(': {value!r}")

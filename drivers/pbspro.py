@@ -22,9 +22,11 @@ import json
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final
 
 from schedulerd.drivers.base import JobRequest, Observation, Phase
+from schedulerd.drivers.refusals import Refusal, first_match, refusal
+from schedulerd.drivers.shell import CONTROL_CHARS
 from schedulerd.drivers.wrapper import render_wrapper
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 
@@ -91,24 +93,6 @@ UNKNOWN_OR_FINISHED: Final = re.compile(
 
 # --- refusals and head errors ------------------------------------------------------------
 
-RefusalKind = Literal["transient", "permanent", "auth"]
-
-
-class Refusal(NamedTuple):
-    """One row of a refusal table (:data:`REFUSALS`, ``torque.REFUSALS``): a wording, its
-    class, where the wording comes from, and a real sample of it (the tests check every
-    row's sample against its table)."""
-
-    pattern: re.Pattern[str]
-    kind: RefusalKind
-    source: str
-    sample: str
-
-
-def _row(pattern: str, kind: RefusalKind, source: str, sample: str) -> Refusal:
-    return Refusal(re.compile(pattern, re.IGNORECASE | re.MULTILINE), kind, source, sample)
-
-
 #: How PBS Pro / OpenPBS wordings are classed, for ``qsub`` refusals and for failed
 #: ``qstat``/``qdel``/``qselect``: the first row whose pattern occurs anywhere in the
 #: command's stderr wins, so the rows go from the most specific to the most general (the
@@ -122,7 +106,7 @@ def _row(pattern: str, kind: RefusalKind, source: str, sample: str) -> Refusal:
 #: driver looks the job up by name (``ParseError``).
 REFUSALS: Final[tuple[Refusal, ...]] = (
     # -- our credentials refused (authentication, authorisation): no retry helps ----------
-    _row(
+    refusal(
         r"MUNGE user-authentication on (?:en|de)code failed|User credentials do not match",
         "auth",
         "src/lib/Libauth/munge/munge_supp.c (munge_get_auth_data / munge_validate_auth_data);"
@@ -135,7 +119,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "auth: MUNGE user-authentication on encode failed with `Munged communication error`\n"
         "qsub: cannot connect to server pbsserver (errno=15010)",
     ),
-    _row(
+    refusal(
         r"auth: Unable to authenticate connection"
         r"|auth: Failed to send auth request|auth: error returned: 15029",
         "auth",
@@ -147,35 +131,35 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "No support for requested service.\n"
         "qsub: cannot connect to server pbsserver (errno=15029)",
     ),
-    _row(
+    refusal(
         r"Unauthorized Request",
         "auth",
         "msg_perm 'Unauthorized Request ' (PBSE_PERM 15007, exit 159): svr_chkque "
         "(src/server/svr_jobfunc.c) returns it when a queue's user or group ACL refuses us",
         "qsub: Unauthorized Request ",
     ),
-    _row(
+    refusal(
         r"Access from host not allowed, or unknown host",
         "auth",
         "msg_reqbadhost (PBSE_BADHOST 15008): the queue's host ACL refuses the submit host "
         "(svr_jobfunc.c; test/tests/functional/pbs_acl_host_queue.py)",
         "qsub: Access from host not allowed, or unknown host",
     ),
-    _row(
+    refusal(
         r"Bad [UG]ID for job execution",
         "auth",
         "msg_baduser / msg_badgrp (PBSE_BADUSER 15023, exit 175; PBSE_BADGRP 15045): the "
         "server will not run jobs as our user or group (unknown there, or not allowed)",
         "qsub: Bad UID for job execution",
     ),
-    _row(
+    refusal(
         r"Expired credential",
         "auth",
         "msg_expired (PBSE_EXPIRED 15020): our credential (Kerberos ticket, ...) expired; "
         "someone must renew it",
         "qsub: Expired credential",
     ),
-    _row(
+    refusal(
         r"^No Permission\.$",
         "auth",
         "src/lib/Libcmds/cnt2server.c: the connection itself was refused for permission "
@@ -183,7 +167,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "No Permission.\nqsub: cannot connect to server pbsserver (errno=15007)",
     ),
     # -- passing: limits on what is queued, a busy or unreachable server ------------------
-    _row(
+    refusal(
         r"Invalid credential",
         "transient",
         "msg_badcred (PBSE_BADCRED 15019, exit 171): the server could not check the "
@@ -192,7 +176,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "tudo-r/BatchJobs#122 (Torque)",
         "qsub: Invalid credential",
     ),
-    _row(
+    refusal(
         r"Maximum number of jobs in 'Q' state (?:for (?:user|group|project) \S+ )?"
         r"already in (?:queue|complex)",
         "transient",
@@ -201,7 +185,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "server/svr_func.c builds the text; test/tests/functional/pbs_test_entity_limits.py",
         "qsub: Maximum number of jobs in 'Q' state for user alice already in queue workq",
     ),
-    _row(
+    refusal(
         r"Maximum number of jobs (?:for (?:user|group|project) \S+ )?"
         r"already in (?:queue|complex)",
         "transient",
@@ -210,7 +194,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "queued or running (PBSE_ENTLIMCT); pbs_test_entity_limits.py",
         "qsub: Maximum number of jobs for user alice already in queue workq",
     ),
-    _row(
+    refusal(
         r"would exceed (?:queue \S+'s|complex's) per-(?:user|group|project) limit",
         "transient",
         "msg_et_guq / msg_et_gus / msg_et_ggq / ... and their 'of jobs in 'Q' state' "
@@ -219,7 +203,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "pbspro/qsub.would-exceed-queue-generic-per-user-limit.stderr.txt)",
         "qsub: would exceed queue generic's per-user limit of jobs in 'Q' state",
     ),
-    _row(
+    refusal(
         r"would exceed (?:per-(?:user|group|project) |(?:user|group|project) \S+'s )?"
         r"limit on resource",
         "transient",
@@ -229,33 +213,33 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "limit: we cannot tell, the scheduler's refusal pause paces the retries)",
         "qsub: would exceed per-user limit on resource ncpus in complex",
     ),
-    _row(
+    refusal(
         r"Request not allowed: Server shutting down",
         "transient",
         "msg_svrshut (PBSE_SVRDOWN 15060)",
         "qsub: Request not allowed: Server shutting down",
     ),
-    _row(
+    refusal(
         r"Server connection table full|No free connections|^Too many open connections\.$",
         "transient",
         "msg_connfull (PBSE_CONNFULL 15117), msg_noconnects (PBSE_NOCONNECTS 15033), "
         "cnt2server.c 'Too many open connections.'",
         "qsub: Server connection table full",
     ),
-    _row(
+    refusal(
         r"Resource temporarily unavailable",
         "transient",
         "msg_rescunav (PBSE_RESCUNAV 15044)",
         "qsub: Resource temporarily unavailable",
     ),
-    _row(
+    refusal(
         r"Failed to save job/resv",
         "transient",
         "msg_save_err (PBSE_SAVE_ERR 15161, exit 57): the server's database; "
         "test/tests/functional/pbs_qsub_opts_args.py, openpbs/openpbs#1104",
         "qsub: Failed to save job/resv, refer server logs for details",
     ),
-    _row(
+    refusal(
         r"Batch protocol error|Premature end of message|End of File",
         "transient",
         "msg_protocol (PBSE_PROTOCOL 15031, exit 183) and the DIS texts of "
@@ -263,28 +247,28 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "183) in equinor/ert#7103",
         "qsub: Premature end of message",
     ),
-    _row(
+    refusal(
         r"PBS server internal error|System error",
         "transient",
         "msg_internal (PBSE_INTERNAL 15011), msg_system 'System error: ' (PBSE_SYSTEM "
         "15010): the server failed, not this job",
         "qsub: PBS server internal error",
     ),
-    _row(
+    refusal(
         r"Queue is not enabled",
         "transient",
         "msg_qunoenb (PBSE_QUNOENB 15021): svr_chkque refuses while the queue's 'enabled' "
         "is false, which admins set for maintenance",
         "qsub: Queue is not enabled",
     ),
-    _row(
+    refusal(
         r"request rejected as filter hook '[^']*' got an alarm call",
         "transient",
         "src/server/hook_func.c: a site's queuejob hook ran out of time (server load)",
         "qsub: request rejected as filter hook 'site_check' got an alarm call. "
         "Please inform Admin",
     ),
-    _row(
+    refusal(
         r"cannot connect to server|Connection refused|No route to host|Connection timed out"
         r"|Network is unreachable|Communication failure|pbs_iff: cannot",
         "transient",
@@ -294,7 +278,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "Connection refused\nqsub: cannot connect to server s034-lc (errno=15010)",
     ),
     # -- permanent: this job can never be taken as it is -----------------------------------
-    _row(
+    refusal(
         r"Job violates queue and/or server resource limits|Resource limit exceeds allowable"
         r"|Array job exceeds server or queue size limit",
         "permanent",
@@ -303,7 +287,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "below resources_min); no amount of waiting changes it",
         "qsub: Job violates queue and/or server resource limits",
     ),
-    _row(
+    refusal(
         r"Unknown queue|No default queue specified|Access to queue is denied"
         r"|Job rejected by all possible destinations",
         "permanent",
@@ -313,7 +297,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "(tests/fixtures pbspro/qsub.unknown-queue.stderr.txt)",
         "qsub: Unknown queue",
     ),
-    _row(
+    refusal(
         r"Unknown resource|Illegal attribute or resource value|illegal -\w value"
         r"|Resource invalid in \"select\" specification|node\(s\) specification error"
         r"|Cannot have \"place\" without \"select\"|Invalid Account|Invalid Job Dependency"
@@ -329,15 +313,11 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
 
 def classify(text: str, table: Sequence[Refusal] = REFUSALS) -> Refusal | None:
     """The first row of ``table`` whose wording occurs in ``text``."""
-    for row in table:
-        if row.pattern.search(text):
-            return row
-    return None
+    return first_match(table, text)
 
 
 #: control characters would end the directive line; quotes and backslashes are read
 #: differently by the directive parsers of qsub versions, so they are refused too.
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _UNSAFE_VALUE: Final = re.compile(r"[\x00-\x1f\x7f'\"\\]")
 
 
@@ -348,7 +328,7 @@ def check_value(what: str, value: str, *, spaces: bool = False) -> str:
     """A directive value: no control characters (a newline would end the directive and
     start a shell line); unless ``spaces`` (a whole extra directive) also no whitespace,
     quotes or backslashes."""
-    bad = _CONTROL if spaces else _UNSAFE_VALUE
+    bad = CONTROL_CHARS if spaces else _UNSAFE_VALUE
     if not value or bad.search(value) or (not spaces and any(c.isspace() for c in value)):
         raise ValueError(f"invalid {what} for a #PBS directive: {value!r}")
     return value

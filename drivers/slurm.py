@@ -25,9 +25,10 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, NamedTuple
 
 from schedulerd.drivers.base import FINISHED_PHASES, JobRequest, Observation, Phase
+from schedulerd.drivers.refusals import Refusal, RefusalKind, first_match, refusal
+from schedulerd.drivers.shell import is_one_line
 from schedulerd.drivers.wrapper import render_wrapper
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 
@@ -129,23 +130,6 @@ TIME_ENV = "SLURM_TIME_FORMAT=%s"
 
 # --- error wordings ---------------------------------------------------------------------------
 
-RefusalKind = Literal["transient", "permanent", "auth"]
-
-
-class Refusal(NamedTuple):
-    """One row of :data:`REFUSALS`: a wording, its class, where the wording comes from, and
-    a real sample of it (the tests check every row's sample against the table)."""
-
-    pattern: re.Pattern[str]
-    kind: RefusalKind
-    source: str
-    sample: str
-
-
-def _row(pattern: str, kind: RefusalKind, source: str, sample: str) -> Refusal:
-    return Refusal(re.compile(pattern, re.IGNORECASE | re.MULTILINE), kind, source, sample)
-
-
 _POLICY = (
     "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy"
     " (job submit limit, user's size and/or time limits)"
@@ -161,7 +145,7 @@ _POLICY = (
 #: failure, so only the text tells them apart.
 REFUSALS: tuple[Refusal, ...] = (
     # -- our credentials (munge) refused: no retry helps --------------------------------------
-    _row(
+    refusal(
         r"Protocol authentication error",
         "auth",
         "slurm_errno.c SLURM_PROTOCOL_AUTHENTICATION_ERROR (1007); munged down on the "
@@ -171,7 +155,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "sbatch: error: authentication: Socket communication error\n"
         "sbatch: error: Batch job submission failed: Protocol authentication error",
     ),
-    _row(
+    refusal(
         r"Munge (?:en|de)code failed|auth_g_(?:create|verify)|has authentication error",
         "auth",
         "plugins/auth/munge/auth_munge.c (Munge encode/decode failed), "
@@ -179,7 +163,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "sbatch: error: slurm_send_node_msg: auth_g_create: REQUEST_SUBMIT_BATCH_JOB has "
         "authentication error",
     ),
-    _row(
+    refusal(
         r"Invalid (?:user |authentication )?credential|Authentication credential expired"
         r"|Cannot unpack credential|Rejecting authentication of user"
         r"|Unable to query kernel for socket peer credential|Token Generation failed",
@@ -188,34 +172,34 @@ REFUSALS: tuple[Refusal, ...] = (
         "mismatch or clock skew (auth_munge.c: 'Check for out of sync clocks')",
         "sbatch: error: Batch job submission failed: Invalid authentication credential",
     ),
-    _row(
+    refusal(
         r"Invalid user id|Invalid group id|Unable to resolve user ID to user name",
         "auth",
         "slurm_errno.c ESLURM_USER_ID_MISSING (2010), ESLURM_GROUP_ID_MISSING (2113), "
         "ESLURM_USER_ID_INVALID (2165), ESLURM_USER_ID_UNKNOWN (2166)",
         "sbatch: error: Batch job submission failed: Invalid user id",
     ),
-    _row(
+    refusal(
         r"Access/permission denied",
         "auth",
         "slurm_errno.c ESLURM_ACCESS_DENIED (2002) (partition AllowAccounts/AllowGroups/AllowQos)",
         "sbatch: error: Batch job submission failed: Access/permission denied",
     ),
-    _row(
+    refusal(
         r"User's group not permitted to use this partition",
         "auth",
         "slurm_errno.c ESLURM_JOB_MISSING_REQUIRED_PARTITION_GROUP (2003)",
         "sbatch: error: Batch job submission failed: User's group not permitted to use this "
         "partition",
     ),
-    _row(
+    refusal(
         r"Access denied to requested reservation",
         "auth",
         "slurm_errno.c ESLURM_RESERVATION_ACCESS (2052)",
         "sbatch: error: Batch job submission failed: Access denied to requested reservation",
     ),
     # -- "Job violates accounting/QOS policy": the reason line printed before it decides ------
-    _row(
+    refusal(
         r"\b(?:QOS|Assoc)\w*Submit\w*|\bMaxSubmitJobsPerAccount\b|\bQOSUsageThreshold\b",
         "transient",
         "job_state_reason.c (QOSMaxSubmitJobPerUserLimit, QOSGrpSubmitJobsLimit, "
@@ -224,7 +208,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "(salloc) in szcf-weiya/techNotes#7, the retry asked for in reframe-hpc/reframe#1595",
         f"sbatch: error: QOSMaxSubmitJobPerUserLimit\n{_POLICY}",
     ),
-    _row(
+    refusal(
         r"\b(?:QOS|Assoc)(?:Max\w*Per(?:Job|Node)\w*|Min\w+)|\bPartition(?:Time|Node)Limit\b",
         "permanent",
         "job_state_reason.c (QOSMaxWallDurationPerJobLimit, QOSMaxCpuPerJobLimit, "
@@ -232,7 +216,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "alone exceeds a per-job limit; real (lower-cased by the tool) in BSC-ES/autosubmit#2854",
         f"sbatch: error: QOSMaxWallDurationPerJobLimit\n{_POLICY}",
     ),
-    _row(
+    refusal(
         r"\b(?:QOS|Assoc)Grp\w+",
         "permanent",
         "job_state_reason.c (QOSGrpGRES, QOSGrpCpuLimit, ...): at submit the controller "
@@ -240,7 +224,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "in VUIIS/dax#504",
         f"sbatch: error: QOSGrpGRES\n{_POLICY}",
     ),
-    _row(
+    refusal(
         r"^\S+: error: (?!Batch job submission failed)(?!.*accounting/QOS policy).*\S.*\n"
         r"(?:.*\n)*?.*Job violates accounting/QOS policy",
         "permanent",
@@ -248,7 +232,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "slurm.user_msg): site policy for this job; real in AMDResearch/hpcfund#45",
         f"sbatch: error:     --> error: requested timelimit exceeds max of 24 hours\n{_POLICY}",
     ),
-    _row(
+    refusal(
         r"Job violates accounting/QOS policy",
         "transient",
         "slurm_errno.c ESLURM_ACCOUNTING_POLICY (2050) without a reason line (older "
@@ -257,7 +241,7 @@ REFUSALS: tuple[Refusal, ...] = (
         _POLICY,
     ),
     # -- passing: limits, a busy or unreachable controller or database -----------------------
-    _row(
+    refusal(
         r"MaxJobCount limit reached|Slurm job queue full",
         "transient",
         "slurm_errno.c ESLURM_MAX_JOB_COUNT (2007); sbatch.c 'Slurm job queue full, sleeping "
@@ -265,7 +249,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "sbatch: error: Slurm job queue full, sleeping and retrying.\n"
         "sbatch: error: Batch job submission failed: MaxJobCount limit reached",
     ),
-    _row(
+    refusal(
         r"Unable to contact slurm controller",
         "transient",
         "slurm_errno.c SLURMCTLD_COMMUNICATIONS_CONNECTION_ERROR (1800..1803); real in "
@@ -273,38 +257,38 @@ REFUSALS: tuple[Refusal, ...] = (
         "sbatch: error: Batch job submission failed: Unable to contact slurm controller "
         "(connect failure)",
     ),
-    _row(
+    refusal(
         r"Socket timed out on send/recv operation",
         "transient",
         "slurm_errno.c SLURM_PROTOCOL_SOCKET_IMPL_TIMEOUT (5004); real in "
         "sdsc/sdsc-summer-institute-2019#55, mlr-org/batchtools#201",
         "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation",
     ),
-    _row(
+    refusal(
         r"Rate limit exceeded",
         "transient",
         "slurm_errno.c SLURMCTLD_COMMUNICATIONS_BACKOFF (1804) / _HARD_DROP (1805)",
         "sbatch: error: Batch job submission failed: Rate limit exceeded, please retry momentarily",
     ),
-    _row(
+    refusal(
         r"in standby mode",
         "transient",
         "slurm_errno.c ESLURM_IN_STANDBY_MODE (2027), ESLURM_IN_STANDBY_USE_BACKUP (2131)",
         "sbatch: error: Batch job submission failed: Slurm backup controller in standby mode",
     ),
-    _row(
+    refusal(
         r"System submissions disabled",
         "transient",
         "slurm_errno.c ESLURM_SUBMISSIONS_DISABLED (2105): maintenance",
         "sbatch: error: Batch job submission failed: System submissions disabled",
     ),
-    _row(
+    refusal(
         r"can not be altered now, try again later",
         "transient",
         "slurm_errno.c ESLURM_TRANSITION_STATE_NO_UPDATE (2020)",
         "sbatch: error: Batch job submission failed: Job can not be altered now, try again later",
     ),
-    _row(
+    refusal(
         r"Communication connection failure|Message send failure|Message receive failure"
         r"|Connection timed out|Process is shutting down and closing all communications"
         r"|Connection refused|Transport endpoint is not connected",
@@ -316,14 +300,14 @@ REFUSALS: tuple[Refusal, ...] = (
         "sacct: error: Sending PersistInit msg: Connection refused\n"
         "sacct: error: Problem talking to the database: Connection refused",
     ),
-    _row(
+    refusal(
         r"Zero Bytes were transmitted or received",
         "transient",
         "slurm_errno.c SLURM_PROTOCOL_SOCKET_ZERO_BYTES_SENT (5005): an overloaded "
         "controller; with a munge line beside it the rows above class it auth",
         "sbatch: error: Batch job submission failed: Zero Bytes were transmitted or received",
     ),
-    _row(
+    refusal(
         r"Unable to connect to database|Problem talking to the database"
         r"|slurmdbd: (?:Unknown error \d+|Operation not permitted)",
         "transient",
@@ -331,20 +315,20 @@ REFUSALS: tuple[Refusal, ...] = (
         "cleared by themselves in tgen/jetstream#72, jade-hpc-gpu#140",
         "sacct: error: slurmdbd: Unknown error 1021",
     ),
-    _row(
+    refusal(
         r"Resource temporarily unavailable|Slurm temporarily unable to accept job",
         "transient",
         "EAGAIN: sbatch.c 'Slurm temporarily unable to accept job, sleeping and retrying'",
         "sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\n"
         "sbatch: error: Batch job submission failed: Resource temporarily unavailable",
     ),
-    _row(
+    refusal(
         r"slurmctld not responding|slurm controller not responding",
         "transient",
         "kept from this dialect's earlier list of passing wordings (no primary source found)",
         "squeue: error: slurmctld not responding",
     ),
-    _row(
+    refusal(
         r"Required partition not available|Partition in DOWN state",
         "transient",
         "slurm_errno.c ESLURM_PARTITION_NOT_AVAIL (2070), ESLURM_PARTITION_DOWN (2101): "
@@ -352,13 +336,13 @@ REFUSALS: tuple[Refusal, ...] = (
         "sbatch: error: Batch job submission failed: Required partition not available "
         "(inactive or drain)",
     ),
-    _row(
+    refusal(
         r"Required node not available|Requested nodes are busy",
         "transient",
         "slurm_errno.c ESLURM_NODE_NOT_AVAIL (2068), ESLURM_NODES_BUSY (2016)",
         "sbatch: error: Batch job submission failed: Requested nodes are busy",
     ),
-    _row(
+    refusal(
         r"Licenses currently unavailable|Requested reservation not usable now"
         r"|breached requested QOS usage threshold",
         "transient",
@@ -366,7 +350,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "(2056), ESLURM_QOS_THRES (2074: usage decays)",
         "sbatch: error: Batch job submission failed: Licenses currently unavailable",
     ),
-    _row(
+    refusal(
         r"I/O error writing script/environment to file",
         "transient",
         "slurm_errno.c ESLURM_WRITING_TO_FILE (2019): the controller's disk was full in "
@@ -374,7 +358,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "sbatch: error: Batch job submission failed: I/O error writing script/environment to file",
     ),
     # -- this job can never be taken as it is -------------------------------------------------
-    _row(
+    refusal(
         r"Invalid partition name specified|invalid partition specified"
         r"|No partition specified or system default partition",
         "permanent",
@@ -383,7 +367,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "sbatch: error: invalid partition specified: abcd\n"
         "sbatch: error: Batch job submission failed: Invalid partition name specified",
     ),
-    _row(
+    refusal(
         r"Invalid account or account/partition combination specified"
         r"|Invalid qos specification|Invalid or unknown association|Invalid wckey specification",
         "permanent",
@@ -392,14 +376,14 @@ REFUSALS: tuple[Refusal, ...] = (
         "ArjunaCluster/ArjunaUsers#17, ENCODE-DCC/caper#35",
         "Batch job submission failed: Invalid account or account/partition combination specified",
     ),
-    _row(
+    refusal(
         r"Requested time limit is invalid|Time limit specification required",
         "permanent",
         "slurm_errno.c ESLURM_INVALID_TIME_LIMIT (2051), ESLURM_MISSING_TIME_LIMIT (8000)",
         "sbatch: error: Batch job submission failed: Requested time limit is invalid "
         "(missing or exceeds some limit)",
     ),
-    _row(
+    refusal(
         r"Requested node configuration is not available"
         r"|Requested partition configuration not available now",
         "permanent",
@@ -408,7 +392,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "partition, despite 'now')",
         "sbatch: error: Batch job submission failed: Requested node configuration is not available",
     ),
-    _row(
+    refusal(
         r"More processors requested than permitted|Node count specification invalid"
         r"|CPU count specification invalid|Memory required by task is not available"
         r"|Invalid generic resource \(gres\) specification"
@@ -422,7 +406,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "_BAD_TASK_COUNT (2025), _JOB_MISSING_SIZE_SPECIFICATION (2008)",
         "sbatch: error: Batch job submission failed: Memory required by task is not available",
     ),
-    _row(
+    refusal(
         r"Job dependency problem|Circular job dependency|Requested reservation is invalid"
         r"|Invalid license specification",
         "permanent",
@@ -430,7 +414,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "ESLURM_RESERVATION_INVALID (2053), ESLURM_INVALID_LICENSES (2048)",
         "sbatch: error: Batch job submission failed: Job dependency problem",
     ),
-    _row(
+    refusal(
         r"without the current working directory specified"
         r"|Pathname of a file, directory or other parameter too long"
         r"|Incompatible versions of client and server code",
@@ -447,10 +431,7 @@ DEFAULT_REFUSAL: RefusalKind = "permanent"
 
 def classify(text: str) -> Refusal | None:
     """The first row of :data:`REFUSALS` whose wording occurs in ``text``."""
-    for row in REFUSALS:
-        if row.pattern.search(text):
-            return row
-    return None
+    return first_match(REFUSALS, text)
 
 
 def refusal_kind(text: str, default: RefusalKind = DEFAULT_REFUSAL) -> RefusalKind:
@@ -519,7 +500,7 @@ def _state_name(raw: str) -> str:
 
 
 def _check_value(what: str, value: str) -> str:
-    if "\n" in value or "\r" in value or "\0" in value:
+    if not is_one_line(value):
         raise ValueError(f"{what} must not contain a newline: {value!r}")
     return value
 

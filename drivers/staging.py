@@ -33,6 +33,7 @@ from typing import Any
 import anyio
 
 from schedulerd.drivers.base import JobRequest
+from schedulerd.drivers.shell import is_one_line
 from schedulerd.drivers.transport import Transport, make_private_dirs
 from schedulerd.errors import InvalidSpec, RemoteCommandError, SchedulerdError
 
@@ -69,7 +70,7 @@ def validate_inputs(paths: Sequence[str]) -> list[str]:
         raise ValueError(f"inputs: at most {MAX_INPUTS} files per job")
     seen: dict[str, str] = {}
     for path in paths:
-        if not path or "\0" in path or "\n" in path or "\r" in path:
+        if not path or not is_one_line(path):
             raise ValueError(f"inputs: {path!r} is not a valid path")
         if not os.path.isabs(path):
             raise ValueError(f"inputs: {path!r} is not an absolute path")

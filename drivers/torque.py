@@ -34,14 +34,13 @@ from schedulerd.drivers.base import JobRequest, Observation, Phase
 from schedulerd.drivers.pbspro import (
     NATIVE_ID,
     PbsProDialect,
-    Refusal,
-    _row,
     common_directives,
     parse_full_text,
     parse_qstat_common,
     positive,
     raise_for_head_error,
 )
+from schedulerd.drivers.refusals import Refusal, refusal
 from schedulerd.errors import ParseError
 
 #: TORQUE Administrator Guide, qstat(1B) "job_state" / Appendix "Job States": the state
@@ -71,7 +70,7 @@ TORQUE_STATE_MAP: Final[Mapping[str, Phase | None]] = {
 #: the job up by name).
 REFUSALS: Final[tuple[Refusal, ...]] = (
     # -- our credentials refused (authentication, authorisation): no retry helps ----------
-    _row(
+    refusal(
         r"munge executable not found, unable to authenticate|Invalid auth type in request"
         r"|client is not allowed/trusted|Expired credential",
         "auth",
@@ -81,7 +80,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "qsub: cannot connect to server torque-head (errno=15009) munge executable not found,"
         " unable to authenticate",
     ),
-    _row(
+    refusal(
         r"Unauthorized Request|^No Permission\.$",
         "auth",
         "PBSE_PERM 15007 'Unauthorized Request ' (exit 159): the queue's user, group or host "
@@ -92,7 +91,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "qsub: Unauthorized Request  MSG=user ACL rejected the submitting user: user "
         "amessina@argo.ictp.it, queue cm1",
     ),
-    _row(
+    refusal(
         r"Bad [UG]ID for job execution|Access from host not allowed, or unknown host",
         "auth",
         "PBSE_BADUSER 15025 (exit 177), PBSE_BADGRP, PBSE_BADHOST: the server does not "
@@ -102,7 +101,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "scbbcluster/scbbcluster from r3node4)",
     ),
     # -- passing: limits on what is queued, a busy or unreachable server ------------------
-    _row(
+    refusal(
         r"could not connect to trqauthd|socket_connect_unix failed",
         "transient",
         "PBSE_DOMAIN_SOCKET_FAULT 15137: the login node's trqauthd cannot be reached; real "
@@ -112,7 +111,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "socket_connect_unix failed: 15137\n"
         "qsub: cannot connect to server (null) (errno=15137) could not connect to trqauthd",
     ),
-    _row(
+    refusal(
         r"Client connection not found\. trqauthd unable to authorize user",
         "transient",
         "PBSE_CLIENT_CONN_NOT_FOUND 15135: the text itself says 'Possible transient failure."
@@ -120,7 +119,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "qsub: submit error (Client connection not found. trqauthd unable to authorize user."
         " Possible transient failure. Please try again)",
     ),
-    _row(
+    refusal(
         r"trqauthd unable to authenticate|^Unable to authorize user\.$",
         "transient",
         "PBSE_IFF_NOT_FOUND 15008 (cnt2server.c adds 'Unable to authorize user.'): trqauthd "
@@ -133,14 +132,14 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "qsub: cannot connect to server cluster (errno=15008) trqauthd unable to "
         "authenticate. User or PID of calling process not found or does not match",
     ),
-    _row(
+    refusal(
         r"Invalid credential",
         "transient",
         "PBSE_BADCRED 15021 (exit 173): seen passing when many jobs are submitted at once "
         "(resubmitting worked), real in tudo-r/BatchJobs#122",
         "qsub: Invalid credential",
     ),
-    _row(
+    refusal(
         r"Maximum number of jobs already in queue for user",
         "transient",
         "PBSE_MAXUSERQUED 15076 (exit 228): the queue's max_user_queuable "
@@ -150,7 +149,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "number of current user's jobs exceeds the queue limit: user aviantask@hpc2187, "
         "queue cegs)",
     ),
-    _row(
+    refusal(
         r"Maximum number of jobs already in queue",
         "transient",
         "PBSE_MAXQUED 15048 (exit 200): the queue's max_queuable (svr_jobfunc.c 'total "
@@ -161,14 +160,14 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "3382993.dedicated-sched.pace.gatech.edu violates the global server limit of 3000 "
         "jobs queued per user)",
     ),
-    _row(
+    refusal(
         r"too busy to service this request|Please retry this request",
         "transient",
         "PBSE_SERVER_BUSY 15134",
         "qsub: submit error (Pbs Server is currently too busy to service this request. "
         "Please retry this request.)",
     ),
-    _row(
+    refusal(
         r"Request not allowed: Server shutting down|Queue is currently not available"
         r"|This queue had errors during its recovery|Queue is not enabled",
         "transient",
@@ -177,7 +176,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "qsub: submit error (Queue is not enabled MSG=queue is disabled: user "
         "alice@login1, queue batch)",
     ),
-    _row(
+    refusal(
         r"Batch protocol error|Bad DIS based Request Protocol|Premature End of File"
         r"|End of File|\bTime out\b|Connection to server timed out",
         "transient",
@@ -185,14 +184,14 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "qsub_functions.c 'Connection to server timed out. Trying again'",
         "qsub: submit error (Premature End of File)",
     ),
-    _row(
+    refusal(
         r"PBS server internal error|System error|Error allocating memory",
         "transient",
         "PBSE_INTERNAL, PBSE_SYSTEM ' System error: ', PBSE_MEM_MALLOC: the server failed, "
         "not this job",
         "qsub: submit error (PBS server internal error)",
     ),
-    _row(
+    refusal(
         r"cannot connect to server|Cannot connect to (?:default|specified) server host"
         r"|Unable to communicate with|Could not connect to batch server|Connection refused"
         r"|No route to host|Connection timed out|Network is unreachable"
@@ -207,7 +206,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "qstat: cannot connect to server mskcc-fe1.local (errno=111) Connection refused",
     ),
     # -- permanent: this job can never be taken as it is -----------------------------------
-    _row(
+    refusal(
         r"Job exceeds queue resource limits|Resource limit exceeds allowable"
         r"|Request doesn't meet minimum limit|resource request conflicts with the queue",
         "permanent",
@@ -218,7 +217,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "qsub: submit error (Job exceeds queue resource limits MSG=cannot satisfy queue max "
         "mem requirement)",
     ),
-    _row(
+    refusal(
         r"Unknown queue|No default queue specified|Access to queue is denied"
         r"|Queue does not allow|Job rejected by all possible destinations",
         "permanent",
@@ -227,7 +226,7 @@ REFUSALS: Final[tuple[Refusal, ...]] = (
         "PBSE_NOBATCH.., PBSE_ROUTEREJ: the queue we asked for",
         "qsub: submit error (Unknown queue MSG=requested queue not found)",
     ),
-    _row(
+    refusal(
         r"Unknown resource type|Illegal attribute or resource value|Invalid Account"
         r"|Invalid Job Dependency|Bad Job Array Request",
         "permanent",
