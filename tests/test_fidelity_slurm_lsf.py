@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schedulerd.drivers import lsf, slurm
+from schedulerd.drivers import lsf, lsf_parse, lsf_refusals, slurm
 from schedulerd.drivers.base import Phase
 from schedulerd.drivers.lsf import LsfDialect
 from schedulerd.drivers.slurm import SQUEUE_FIELDS, SQUEUE_FORMAT, SlurmDialect
@@ -46,9 +46,9 @@ def test_slurm_refusal_row(row: slurm.Refusal) -> None:
     assert_class(info.value, row.kind)
 
 
-@pytest.mark.parametrize("row", lsf.REFUSALS, ids=lambda r: r.pattern.pattern[:40])
-def test_lsf_refusal_row(row: lsf.Refusal) -> None:
-    assert lsf.classify(row.sample) is row
+@pytest.mark.parametrize("row", lsf_refusals.REFUSALS, ids=lambda r: r.pattern.pattern[:40])
+def test_lsf_refusal_row(row: lsf_refusals.Refusal) -> None:
+    assert lsf_refusals.classify(row.sample) is row
     assert row.source
     with pytest.raises(SubmitRejected) as info:
         lsf_dialect().parse_submit("", row.sample + "\n", 255)
@@ -384,7 +384,7 @@ def test_lsf_extra_states_with_array_ids(stat: str, phase: Phase) -> None:
         "finish_time",
         "job_name",
     )
-    assert lsf.parse_delimited(row, fields)[0]["JOBID"] == "123[4]"
+    assert lsf_parse.parse_delimited(row, fields)[0]["JOBID"] == "123[4]"
     table = (
         "JOBID   USER    STAT  QUEUE      FROM_HOST   EXEC_HOST   JOB_NAME   SUBMIT_TIME\n"
         f"123[4]  alice   {stat:<5} normal     head        node1       sd-1-1     Oct 31 14:44\n"

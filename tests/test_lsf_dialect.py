@@ -15,12 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schedulerd.drivers.base import JobRequest, Observation, Phase
-from schedulerd.drivers.lsf import (
+from schedulerd.drivers.lsf import LsfDialect, output_mode_for
+from schedulerd.drivers.lsf_parse import (
     STATE_MAP,
-    LsfDialect,
     bjobs_json_records,
     observations_by_id,
-    output_mode_for,
     parse_delimited,
     parse_lsf_time,
 )
