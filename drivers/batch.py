@@ -5,7 +5,9 @@ command, then (only for jobs that left the queue) one history command, then (onl
 those history could not settle) one command that prints every exit file.
 
 Submission writes every job's script and submits them all in ONE shell program sent
-over one command's stdin; the output carries one delimited section per job.
+over one command's stdin; the output carries one delimited section per job. The program
+is built and its output read by :mod:`schedulerd.drivers.submit_program` (pure); this
+module only sends it and acts on the answers.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import re
-import secrets
 import shlex
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,14 @@ import structlog
 
 from schedulerd.drivers.api import ActiveJob, CheckResult, PollResult
 from schedulerd.drivers.base import FINISHED_PHASES, JobRequest, Observation, Phase, SubmitResult
-from schedulerd.drivers.dialect import Dialect
+from schedulerd.drivers.dialect import AdaptsToVersion, Dialect, ListsUserJobs, ProbesCapabilities
+from schedulerd.drivers.submit_program import (
+    PREPARE_FAILED,
+    job_files,
+    parse_submit_program_output,
+    render_dry_run_program,
+    render_submit_program,
+)
 from schedulerd.drivers.transport import CommandResult, Transport
 from schedulerd.drivers.wrapper import parse_exit_files, read_exit_files_command
 from schedulerd.errors import (
@@ -36,9 +44,6 @@ from schedulerd.errors import (
 
 log = structlog.get_logger(__name__)
 
-SUBMIT_MARK = "@@schedulerd-submit"
-#: the submit program's status for a job whose directory or script could not be made
-PREPARE_FAILED = 98
 #: an id that only names a job found by its exit file after a crash
 UNKNOWN_PREFIX = "?"
 #: how often (in polls) to count all of the user's jobs when the queue command does not
@@ -73,105 +78,6 @@ def resolve_on_head(path: str, login_dir: str) -> str:
     if path.startswith("/"):
         return path
     return posixpath.normpath(posixpath.join(login_dir, path))
-
-
-def job_files(dialect: Dialect, job: JobRequest) -> dict[str, str]:
-    """Every file a job's submit writes (path -> content): its script, then the dialect's
-    extra files. Raises ValueError for a job the dialect cannot render."""
-    return {job.script_path: dialect.render_script(job), **dialect.extra_files(job)}
-
-
-def render_submit_program(
-    dialect: Dialect, jobs: Sequence[JobRequest], files: Sequence[dict[str, str]] | None = None
-) -> str:
-    """One ``sh`` program that writes every job's files and submits each job.
-
-    ``files``: each job's :func:`job_files` where the caller rendered them already.
-
-    Only the submit commands start a process per job: directories, stale exit files and
-    modes are handled by one ``mkdir``/``rm``/``chmod`` for the whole batch, files are
-    written with the ``printf`` builtin. For each job n it prints
-    ``@@schedulerd-submit-out n``, the submit's stdout, ``@@schedulerd-submit n <status>``,
-    the submit's stderr, ``@@schedulerd-submit-end``.
-    """
-    q = shlex.quote
-    if files is None:
-        files = [job_files(dialect, job) for job in jobs]
-    written = {path: content for one in files for path, content in one.items()}
-    dirs = sorted({d for job in jobs for d in (job.workdir, job.control_dir)})
-    # "--" before every operand: a path that starts with "-" is never read as an option.
-    # The batched mkdir/rm/chmod go on past an operand they cannot handle, and each job
-    # is checked on its own before its submit: one job's bad directory fails that job.
-    lines = [
-        "__sd_e=$(mktemp) || exit 97",
-        "trap 'rm -f -- \"$__sd_e\"' EXIT",
-        '__sd_home=$(pwd)',
-        # job folders we create are private (0700); the umask stays in the subshell,
-        # so the batch system never sees it (sbatch would pass it on to the job)
-        f"(umask 077 && mkdir -p -- {' '.join(map(q, dirs))}) 2>/dev/null",
-        f"rm -f -- {' '.join(q(job.exit_path) for job in jobs)}",
-    ]
-    for path, content in written.items():
-        lines.append(f"printf '%s\\n' {q(content.rstrip(chr(10)))} > {q(path)} 2>/dev/null")
-    lines.append(f"chmod 700 -- {' '.join(q(job.script_path) for job in jobs)} 2>/dev/null")
-    for n, job in enumerate(jobs):
-        dirs_of_job = f"{q(job.workdir)} {q(job.control_dir)}"
-        lines.append(f"printf '{SUBMIT_MARK}-out {n}\\n'")
-        lines.append(
-            f'if cd -- "$__sd_home" && cd -- {q(job.workdir)} && [ -f {q(job.script_path)} ]; then'
-            f' {shlex.join(dialect.submit_argv(job))} </dev/null 2>"$__sd_e"; __sd_rc=$?;'
-            # say why: mkdir again, for this job only, to show its complaint
-            f" else {{ printf 'cannot prepare %s\\n' {q(job.workdir)};"
-            f' cd -- "$__sd_home" && (umask 077 && mkdir -p -- {dirs_of_job}); }} >"$__sd_e" 2>&1;'
-            f" __sd_rc={PREPARE_FAILED}; fi"
-        )
-        lines.append(f"printf '\\n{SUBMIT_MARK} {n} %s\\n' \"$__sd_rc\"")
-        lines.append('while IFS= read -r __sd_l || [ -n "$__sd_l" ]; do printf \'%s\\n\' "$__sd_l"; done < "$__sd_e"')
-        lines.append(f"printf '{SUBMIT_MARK}-end\\n'")
-    return "\n".join(lines) + "\n"
-
-
-def _delimiter(content: str) -> str:
-    while True:
-        token = f"SCHEDULERD_EOF_{secrets.token_hex(8)}"
-        if token not in content:
-            return token
-
-
-def parse_submit_program_output(output: str, count: int) -> dict[int, tuple[int, str, str]]:
-    """index -> (exit status, stdout, stderr) for every job whose section is complete."""
-    sections: dict[int, tuple[int, str, str]] = {}
-    lines = output.split("\n")
-    i = 0
-    while i < len(lines):
-        parts = lines[i].split(" ")
-        i += 1
-        if len(parts) != 2 or parts[0] != f"{SUBMIT_MARK}-out" or not parts[1].isdigit():
-            continue
-        index = int(parts[1])
-        out: list[str] = []
-        err: list[str] = []
-        status: int | None = None
-        complete = False
-        while i < len(lines):
-            line = lines[i]
-            i += 1
-            words = line.split(" ")
-            if status is None and len(words) == 3 and words[0] == SUBMIT_MARK and words[1] == str(index):
-                try:
-                    status = int(words[2])
-                except ValueError:
-                    break
-            elif status is not None and line == f"{SUBMIT_MARK}-end":
-                complete = True
-                break
-            elif status is None:
-                out.append(line)
-            else:
-                err.append(line)
-        if complete and status is not None and 0 <= index < count:
-            sections[index] = (status, "\n".join(out).strip("\n"), "\n".join(err).strip("\n"))
-    return sections
 
 
 class BatchDriver:
@@ -238,8 +144,8 @@ class BatchDriver:
             return found
         half = len(ids) // 2
         for chunk in (ids[:half], ids[half:]):
-            part = await self._query_ids(build, parse, chunk)
-            found.update(part or {})
+            answered = await self._query_ids(build, parse, chunk)
+            found.update(answered or {})
         return found
 
     async def detect_version(self) -> str:
@@ -247,9 +153,8 @@ class BatchDriver:
         delimited or wide bjobs output) adapts to it."""
         res = await self._run(self.dialect.version_argv())
         self.version = self.dialect.parse_version(res.stdout, res.stderr, res.exit_status)
-        adapt = getattr(self.dialect, "for_version", None)
-        if adapt is not None:
-            self.dialect = adapt(self.version)
+        if isinstance(self.dialect, AdaptsToVersion):
+            self.dialect = self.dialect.for_version(self.version)
         self._log.info("head_version", version=self.version)
         return self.version
 
@@ -259,14 +164,13 @@ class BatchDriver:
         given the version found, whether a question is needed; ``for_probe`` reads the
         answer and returns the dialect for this head. Asked once per driver (the first
         command sent, or ``clusters check``). None: nothing to adapt."""
-        probe = getattr(self.dialect, "probe_argv", None)
-        argv = None if probe is None else probe(self.version)
-        if argv is None:
+        prober = self.dialect if isinstance(self.dialect, ProbesCapabilities) else None
+        argv = None if prober is None else prober.probe_argv(self.version)
+        if prober is None or argv is None:
             self._probed = True
-            return None if probe is None else f"known from the version ({self.version})"
+            return None if prober is None else f"known from the version ({self.version})"
         res = await self._run(argv)
-        adapt = self.dialect.for_probe  # type: ignore[attr-defined]
-        dialect, detail = adapt(res.stdout, res.stderr, res.exit_status)
+        dialect, detail = prober.for_probe(res.stdout, res.stderr, res.exit_status)
         self.dialect, self._probed = dialect, True
         self._log.info("head_capabilities", detail=detail)
         return str(detail)
@@ -367,15 +271,15 @@ class BatchDriver:
                 # it may or may not be queued: ask the head rather than guess (one command)
                 found = await self.lookup([*maybe_queued, *unparsed])
                 for job in maybe_queued:
-                    native = found.get(job.name)
-                    if native is not None:
-                        self._log.info("refused_submit_found_queued", job_id=job.job_id, native_id=native)
-                        results[job.job_id] = SubmitResult(job_id=job.job_id, native_id=native)
+                    queued = found.get(job.name)
+                    if queued is not None:
+                        self._log.info("refused_submit_found_queued", job_id=job.job_id, native_id=queued)
+                        results[job.job_id] = SubmitResult(job_id=job.job_id, native_id=queued)
             if unparsed:
                 for job in unparsed:
-                    native = found.get(job.name)
-                    if native is not None:
-                        results[job.job_id] = SubmitResult(job_id=job.job_id, native_id=native)
+                    queued = found.get(job.name)
+                    if queued is not None:
+                        results[job.job_id] = SubmitResult(job_id=job.job_id, native_id=queued)
                     else:
                         results[job.job_id] = SubmitResult(
                             job_id=job.job_id, error="submit output not understood", transient=True
@@ -418,18 +322,18 @@ class BatchDriver:
         return PollResult(observations=found, foreign_jobs=self._foreign_jobs)
 
     def _lists_all_user_jobs(self) -> bool:
-        return getattr(self.dialect, "status_lists_user_jobs", True) is True
+        return not isinstance(self.dialect, ListsUserJobs)
 
     async def _count_foreign_jobs(self, ours: set[str]) -> None:
         """Systems whose queue command lists only our ids: count the rest with a
         listing of all the user's job ids (our jobs being submitted right now count as
         foreign until their ids are known, which errs on the safe side)."""
-        argv_fn = getattr(self.dialect, "list_user_argv", None)
-        if argv_fn is None:
+        lister = self.dialect
+        if not isinstance(lister, ListsUserJobs):
             return
         try:
-            res = await self._run(argv_fn(self.user))
-            ids = self.dialect.parse_list_user(res.stdout, res.stderr, res.exit_status)  # type: ignore[attr-defined]
+            res = await self._run(lister.list_user_argv(self.user))
+            ids = lister.parse_list_user(res.stdout, res.stderr, res.exit_status)
         except (ParseError, RemoteCommandError) as exc:
             self._log.warning("count_user_jobs_failed", error=exc.message)
             return
@@ -518,10 +422,10 @@ class BatchDriver:
         if not jobs:
             return {}
         ids: list[str] = []
-        argv_fn = getattr(self.dialect, "list_user_argv", None)
-        if not self._lists_all_user_jobs() and argv_fn is not None:
-            res = await self._run(argv_fn(self.user))
-            ids = list(self.dialect.parse_list_user(res.stdout, res.stderr, res.exit_status))  # type: ignore[attr-defined]
+        lister = self.dialect
+        if isinstance(lister, ListsUserJobs):
+            res = await self._run(lister.list_user_argv(self.user))
+            ids = list(lister.parse_list_user(res.stdout, res.stderr, res.exit_status))
             if not ids:
                 queue: dict[str, Observation] = {}
             else:
@@ -594,7 +498,7 @@ class BatchDriver:
                 return f"warning: version unknown ({exc.message[:200]})"
 
         await step("version", version())
-        if hasattr(self.dialect, "probe_argv"):
+        if isinstance(self.dialect, ProbesCapabilities):
             await step("status format", self.detect_capabilities())
 
         async def status() -> str:
@@ -621,13 +525,8 @@ class BatchDriver:
                                    workdir=f"{self.workdir}/.check", queue=self.default_queue)  # fmt: skip
                 argv = self.dialect.dry_run_argv(probe)
                 assert argv is not None
-                files = job_files(self.dialect, probe)
-                program = [f"mkdir -p -- {shlex.quote(probe.control_dir)}"]
-                for path, content in files.items():
-                    delimiter = _delimiter(content)
-                    program += [f"cat > {shlex.quote(path)} <<'{delimiter}'", content.rstrip("\n"), delimiter]
-                program.append(f"cd -- {shlex.quote(probe.workdir)} && {shlex.join(argv)}")
-                res = await self._run(["sh", "-s"], input="\n".join(program) + "\n")
+                program = render_dry_run_program(self.dialect, probe, argv)
+                res = await self._run(["sh", "-s"], input=program)
                 if res.exit_status != 0:
                     raise RemoteCommandError(
                         f"dry-run submit refused: {(res.stderr or res.stdout).strip()[:300]}"

@@ -9,12 +9,18 @@ hands the outputs back to the parsers. Parsers raise only
 may help) -- never ``KeyError``/``ValueError``/``IndexError``.
 
 Every argv is a list of words; the driver joins it with ``shlex.join`` (invariant 6).
+
+Optional capabilities are small protocols of their own (:class:`AdaptsToVersion`,
+:class:`ProbesCapabilities`, :class:`ListsUserJobs`): a dialect has one by defining its
+methods, and the driver asks ``isinstance(dialect, ...)`` (they are runtime-checkable),
+never ``getattr``. What a job may ask for is checked by each dialect module's
+module-level ``validate_job`` (called by ``schedulerd.jobspec`` at accept time).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from schedulerd.drivers.base import JobRequest, Observation
 
@@ -108,4 +114,45 @@ class Dialect(Protocol):
 
     def dry_run_argv(self, job: JobRequest) -> list[str] | None:
         """A submit that checks without queueing (sbatch --test-only, ...), or None."""
+        ...
+
+
+@runtime_checkable
+class AdaptsToVersion(Protocol):
+    """A dialect whose commands depend on the version the head reports (LSF: JSON,
+    delimited or wide ``bjobs`` output)."""
+
+    def for_version(self, version: str) -> Dialect:
+        """The dialect for a head that answered ``version`` (``parse_version``'s string)."""
+        ...
+
+
+@runtime_checkable
+class ProbesCapabilities(Protocol):
+    """A dialect that must ask the head what its commands accept (a Torque-compatible
+    ``qstat`` without ``-x``). Asked once per driver, after the version."""
+
+    def probe_argv(self, version: str | None) -> list[str] | None:
+        """The question for a head of this ``version``, or None when the version tells."""
+        ...
+
+    def for_probe(self, stdout: str, stderr: str, exit_status: int) -> tuple[Dialect, str]:
+        """The dialect for this head from the probe's answer, and a line for ``clusters
+        check``."""
+        ...
+
+
+@runtime_checkable
+class ListsUserJobs(Protocol):
+    """A dialect whose status command lists only the ids it is given (PBS Pro, Torque):
+    it lists all of the user's job ids apart, to count foreign jobs and to find ours
+    again by name after a crash. Dialects without it list every job of the user in the
+    status command itself."""
+
+    def list_user_argv(self, user: str) -> list[str]:
+        """ONE command that prints the ids of all of ``user``'s jobs."""
+        ...
+
+    def parse_list_user(self, stdout: str, stderr: str, exit_status: int) -> list[str]:
+        """The ids that command printed."""
         ...

@@ -827,12 +827,12 @@ class PbsProDialect:
 
     name = "pbspro"
     has_dry_run = False
-    #: the status command lists only the ids we give it; ``qselect -u`` counts the rest
-    status_lists_user_jobs = False
     #: how this system's refusals and head errors are classed
     refusals: Sequence[Refusal] = REFUSALS
 
     def list_user_argv(self, user: str) -> list[str]:
+        # the status command lists only the ids we give it (ListsUserJobs): qselect -u
+        # lists the rest
         return ["qselect", "-u", user]
 
     def parse_list_user(self, stdout: str, stderr: str, exit_status: int) -> list[str]:

@@ -19,8 +19,9 @@ import pytest
 
 from schedulerd.daemon import create_dialect
 from schedulerd.drivers.base import JobRequest
-from schedulerd.drivers.batch import BatchDriver, parse_submit_program_output, render_submit_program
+from schedulerd.drivers.batch import BatchDriver
 from schedulerd.drivers.ssh import SSHTransport
+from schedulerd.drivers.submit_program import parse_submit_program_output, render_submit_program
 from schedulerd.errors import InvalidSpec
 from schedulerd.protocol import ClusterView, JobSpecIn, build_new_jobs
 from tests.fakebatch.core import FakeHead

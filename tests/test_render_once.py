@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections import Counter
 
 from schedulerd.drivers.base import JobRequest
-from schedulerd.drivers.batch import SUBMIT_MARK, BatchDriver
+from schedulerd.drivers.batch import BatchDriver
 from schedulerd.drivers.slurm import SlurmDialect
+from schedulerd.drivers.submit_program import SUBMIT_MARK
 from schedulerd.drivers.transport import CommandResult
 
 
