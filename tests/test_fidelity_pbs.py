@@ -10,19 +10,18 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from schedulerd.drivers import torque
 from schedulerd.drivers.base import FINISHED_PHASES, JobRequest, Phase
-from schedulerd.drivers.pbspro import REFUSALS, PbsProDialect, Refusal, classify
+from schedulerd.drivers.pbspro import PbsProDialect
+from schedulerd.drivers.pbspro_refusals import REFUSALS, classify
+from schedulerd.drivers.refusals import Refusal
 from schedulerd.drivers.torque import TorqueDialect
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
-
-sys.path.insert(0, str(Path(__file__).parent / "fakebatch"))
-from core import FakeHead, gated
+from tests.fakebatch.core import FakeHead, gated
 
 PBS = PbsProDialect()
 TORQUE = TorqueDialect()

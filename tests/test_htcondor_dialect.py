@@ -3,16 +3,12 @@ and a round trip through the fake."""
 
 from __future__ import annotations
 
-import os
-import shlex
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from schedulerd.drivers.base import JobRequest, Observation, Phase
@@ -20,9 +16,18 @@ from schedulerd.drivers.htcondor import ATTRIBUTES, STATE_MAP, HTCondorDialect
 from schedulerd.drivers.wrapper import parse_exit_file
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 from tests.conftest import FIXTURES
+from tests.fakebatch.core import gated
+from tests.helpers.dialect_head import DialectHead
+from tests.helpers.fuzzing import (
+    FUZZ,
+    fixture_texts,
+    insert_at,
+    on_either_stream,
+    only_our_errors,
+    parsers_of,
+)
 
 D = HTCondorDialect()
-FAKEBATCH = Path(__file__).parent / "fakebatch"
 
 
 def read(fixtures_dir: Path, name: str) -> str:
@@ -334,36 +339,19 @@ def test_rendered_script_runs_the_exact_command(tmp_path: Path) -> None:
 
 # --- fuzzing --------------------------------------------------------------------------------
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-PARSERS: list[Callable[[str, str, int], object]] = [
-    D.parse_status,
-    D.parse_history,
-    D.parse_submit,
-    D.parse_cancel,
-    D.parse_version,
+PARSERS = parsers_of(D)
+
+
+FIXTURE_TEXTS = [
+    *fixture_texts(FIXTURES / "htcondor"),
+    ad_line("7.0", JobStatus=4, ExitCode=1, JobBatchName="n"),
 ]
-ALLOWED = (ParseError, RemoteCommandError, SubmitRejected)
-
-
-def _fixture_texts() -> list[str]:
-    folder = FIXTURES / "htcondor"
-    if not folder.is_dir():
-        raise RuntimeError(f"batch-output fixtures not found at {folder}")
-    texts = [p.read_text() for p in sorted(folder.iterdir()) if p.is_file()]
-    return [*texts, ad_line("7.0", JobStatus=4, ExitCode=1, JobBatchName="n")]
-
-
-FIXTURE_TEXTS = _fixture_texts()
 
 
 @FUZZ
 @given(stdout=st.text(), stderr=st.text(), status=st.integers(min_value=-1, max_value=255))
 def test_parsers_on_arbitrary_text(stdout: str, stderr: str, status: int) -> None:
-    for parse in PARSERS:
-        try:
-            parse(stdout, stderr, status)
-        except ALLOWED:
-            pass
+    only_our_errors(PARSERS, stdout, stderr, status)
 
 
 @FUZZ
@@ -374,97 +362,22 @@ def test_parsers_on_arbitrary_text(stdout: str, stderr: str, status: int) -> Non
     status=st.sampled_from([0, 1]),
 )
 def test_parsers_on_mutated_fixtures(which: int, cut: int, insert: str, status: int) -> None:
-    text = FIXTURE_TEXTS[which]
-    cut = cut % (len(text) + 1)
-    mutated = text[:cut] + insert + text[cut:]
-    for parse in PARSERS:
-        for out, err in ((mutated, ""), ("", mutated)):
-            try:
-                parse(out, err, status)
-            except ALLOWED:
-                pass
+    on_either_stream(PARSERS, insert_at(FIXTURE_TEXTS[which], cut, insert), status)
 
 
 # --- round trip through the fake ---------------------------------------------------------------
 
-sys.path.insert(0, str(FAKEBATCH))
-from core import FakeHead, gated  # the fake lives outside the package
-
-
-class Head:
-    def __init__(self, tmp_path: Path, **config: object) -> None:
-        self.bin = tmp_path / "bin"
-        self.fake = FakeHead.create(tmp_path / "home", self.bin, flavor="htcondor", **config)
-        self.workdir = tmp_path / "work"
-        self.workdir.mkdir()
-        self.env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}"}
-        self.user = str(self.fake.config["user"])
-        self.count = 0
-
-    def run(self, argv: list[str]) -> tuple[str, str, int]:
-        proc = subprocess.run(
-            shlex.join(argv),
-            shell=True,
-            env=self.env,
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        return proc.stdout, proc.stderr, proc.returncode
-
-    def job(self, *argv: str, **kw: object) -> JobRequest:
-        self.count += 1
-        return JobRequest(
-            job_id=self.count,
-            attempt=1,
-            name=f"sd-{self.count}-1",
-            argv=argv,
-            workdir=str(self.workdir),
-            **kw,  # type: ignore[arg-type]
-        )
-
-    def write(self, job: JobRequest) -> None:
-        script = Path(job.script_path)
-        script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_text(D.render_script(job))
-        script.chmod(0o755)
-        for path, content in D.extra_files(job).items():
-            Path(path).write_text(content)
-
-    def submit(self, job: JobRequest) -> str:
-        self.write(job)
-        return D.parse_submit(*self.run(D.submit_argv(job)))
-
-    def status(self) -> dict[str, Observation]:
-        return D.parse_status(*self.run(D.status_argv(self.user, [])))
-
-    def history(self, native_id: str) -> dict[str, Observation]:
-        argv = D.history_argv(self.user, [native_id], time.time() - 60)
-        assert argv is not None
-        return D.parse_history(*self.run(argv))
-
-    def wait_status(self, native_id: str, pred: Callable[[Observation | None], bool]) -> None:
-        deadline = time.monotonic() + 45  # generous: a loaded machine starts fake jobs late
-        while time.monotonic() < deadline:
-            if pred(self.status().get(native_id)):
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"status of {native_id} never matched")
-
-    def finish(self, native_id: str) -> Observation:
-        self.wait_status(native_id, lambda o: o is None)
-        return self.history(native_id)[native_id]
+def fake_head(tmp_path: Path, **config: Any) -> DialectHead:
+    return DialectHead(tmp_path, D, "htcondor", **config)
 
 
 @pytest.fixture
-def head(tmp_path: Path) -> Head:
-    return Head(tmp_path)
+def head(tmp_path: Path) -> DialectHead:
+    return fake_head(tmp_path)
 
 
 @pytest.mark.timeout(120)
-def test_round_trip_completed(head: Head) -> None:
+def test_round_trip_completed(head: DialectHead) -> None:
     gate = head.workdir / "gate"
     job = head.job(*gated(gate, "echo out; echo err >&2"), cpus=2, memory_mb=256)
     native_id = head.submit(job)
@@ -485,7 +398,7 @@ def test_round_trip_completed(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_round_trip_failed_exit_3(head: Head) -> None:
+def test_round_trip_failed_exit_3(head: DialectHead) -> None:
     job = head.job("sh", "-c", "exit 3", walltime_s=600)
     native_id = head.submit(job)
     final = head.finish(native_id)
@@ -494,7 +407,7 @@ def test_round_trip_failed_exit_3(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_round_trip_walltime_is_timeout(head: Head) -> None:
+def test_round_trip_walltime_is_timeout(head: DialectHead) -> None:
     job = head.job("sleep", "30", walltime_s=1)
     native_id = head.submit(job)
     final = head.finish(native_id)
@@ -503,7 +416,7 @@ def test_round_trip_walltime_is_timeout(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_round_trip_cancel_running(head: Head) -> None:
+def test_round_trip_cancel_running(head: DialectHead) -> None:
     native_id = head.submit(head.job("sleep", "30"))
     head.wait_status(native_id, lambda o: o is not None and o.phase is Phase.RUNNING)
     D.parse_cancel(*head.run(D.cancel_argv([native_id])))
@@ -516,7 +429,7 @@ def test_round_trip_cancel_running(head: Head) -> None:
 
 @pytest.mark.timeout(120)
 def test_round_trip_hold_release(tmp_path: Path) -> None:
-    head = Head(tmp_path, slots=0)
+    head = fake_head(tmp_path, slots=0)
     native_id = head.submit(head.job("true"))
     assert head.status()[native_id].phase is Phase.QUEUED
     assert head.run(D.hold_argv([native_id]))[2] == 0
@@ -529,7 +442,7 @@ def test_round_trip_hold_release(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_system_hold(head: Head) -> None:
+def test_system_hold(head: DialectHead) -> None:
     head.fake.set_faults(hold_next=1)
     native_id = head.submit(head.job("true"))
     obs = head.status()[native_id]
@@ -538,7 +451,7 @@ def test_system_hold(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_submit_faults(head: Head) -> None:
+def test_submit_faults(head: DialectHead) -> None:
     head.fake.set_faults(submit_transient=1, submit_permanent=1)
     with pytest.raises(SubmitRejected) as info:
         head.submit(head.job("true"))
@@ -552,7 +465,7 @@ def test_submit_faults(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_submit_auth_fault_is_refused_credentials(head: Head) -> None:
+def test_submit_auth_fault_is_refused_credentials(head: DialectHead) -> None:
     head.fake.set_faults(submit_auth=1)
     with pytest.raises(SubmitRejected) as info:
         head.submit(head.job("true"))
@@ -564,7 +477,7 @@ def test_submit_auth_fault_is_refused_credentials(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_max_queued_fault_is_the_per_owner_limit(head: Head) -> None:
+def test_max_queued_fault_is_the_per_owner_limit(head: DialectHead) -> None:
     gate = head.workdir / "gate"
     head.fake.set_faults(max_queued=1)
     first = head.submit(head.job(*gated(gate)))
@@ -579,7 +492,7 @@ def test_max_queued_fault_is_the_per_owner_limit(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_schedd_down(head: Head) -> None:
+def test_schedd_down(head: DialectHead) -> None:
     native_id = head.submit(head.job("true"))
     head.fake.set_faults(down=True)
     with pytest.raises(SubmitRejected) as submit_info:
@@ -596,7 +509,7 @@ def test_schedd_down(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_noise_is_skipped(head: Head) -> None:
+def test_noise_is_skipped(head: DialectHead) -> None:
     head.fake.set_faults(noise=True)
     native_id = head.submit(head.job("true"))
     assert native_id in head.status()
@@ -604,7 +517,7 @@ def test_noise_is_skipped(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_forget_finished_vanishes_everywhere(head: Head) -> None:
+def test_forget_finished_vanishes_everywhere(head: DialectHead) -> None:
     head.fake.set_faults(forget_finished=True)
     job = head.job("sh", "-c", "exit 4")
     native_id = head.submit(job)
@@ -614,7 +527,7 @@ def test_forget_finished_vanishes_everywhere(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_dry_run(head: Head) -> None:
+def test_dry_run(head: DialectHead) -> None:
     job = head.job("true")
     head.write(job)
     argv = D.dry_run_argv(job)

@@ -3,12 +3,11 @@ the fake LSF head (tests/fakebatch/lsf.py)."""
 
 from __future__ import annotations
 
-import os
-import shlex
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,7 +25,8 @@ from schedulerd.drivers.lsf_parse import (
 from schedulerd.drivers.wrapper import parse_exit_file
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 from tests.conftest import FIXTURES
-from tests.fakebatch.core import FakeHead
+from tests.helpers.dialect_head import DialectHead
+from tests.helpers.fuzzing import ALLOWED
 
 NOW = time.mktime((2026, 6, 1, 12, 0, 0, 0, 0, -1))
 
@@ -486,9 +486,6 @@ PARSERS: list[Callable[[LsfDialect, str, str, int], object]] = [
     lambda d, o, e, s: d.parse_cancel(o, e, s),
     lambda d, o, e, s: d.parse_version(o, e, s),
 ]
-ALLOWED = (ParseError, RemoteCommandError, SubmitRejected)
-
-
 @st.composite
 def mutated(draw: st.DrawFn) -> str:
     text = draw(st.sampled_from(SAMPLES))
@@ -615,59 +612,13 @@ def test_rendered_script_runs_nasty_arguments(tmp_path: Path) -> None:
 # --- round trip through the fake head -------------------------------------------------------------
 
 
-class Head:
-    def __init__(self, tmp_path: Path, **config: object) -> None:
-        self.bin = tmp_path / "bin"
-        self.head = FakeHead.create(tmp_path / "home", self.bin, flavor="lsf", **config)
-        self.workdir = tmp_path / "work"
-        self.workdir.mkdir()
-        self.user = str(self.head.config["user"])
-        self.dialect = LsfDialect()
-
-    def run(self, argv: list[str]) -> tuple[str, str, int]:
-        env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}"}
-        proc = subprocess.run(
-            shlex.join(argv),
-            check=False,
-            shell=True,
-            env=env,
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return proc.stdout, proc.stderr, proc.returncode
-
-    def job(self, job_id: int, argv: tuple[str, ...]) -> JobRequest:
-        return make_job(self.workdir, job_id=job_id, name=f"sd-{job_id}-1", argv=argv)
-
-    def submit(self, job: JobRequest) -> str:
-        Path(job.control_dir).mkdir(parents=True, exist_ok=True)
-        Path(job.script_path).write_text(self.dialect.render_script(job))
-        return self.dialect.parse_submit(*self.run(self.dialect.submit_argv(job)))
-
-    def status(self) -> dict[str, Observation]:
-        return self.dialect.parse_status(*self.run(self.dialect.status_argv(self.user, [])))
-
-    def history(self, ids: list[str]) -> dict[str, Observation]:
-        argv = self.dialect.history_argv(self.user, ids, time.time() - 60)
-        assert argv is not None
-        return self.dialect.parse_history(*self.run(argv))
-
-    def wait_for(self, native_id: str, phases: set[Phase], timeout: float = 20) -> Observation:
-        deadline = time.monotonic() + timeout
-        while True:
-            obs = self.status().get(native_id)
-            if obs is not None and obs.phase in phases:
-                return obs
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{native_id}: still {obs}")
-            time.sleep(0.1)
+def fake_head(tmp_path: Path, **config: Any) -> DialectHead:
+    return DialectHead(tmp_path, LsfDialect(), "lsf", **config)
 
 
 def test_fake_round_trip(tmp_path: Path) -> None:
-    h = Head(tmp_path)
-    ok = h.job(1, ("sh", "-c", "sleep 0.5"))
+    h = fake_head(tmp_path)
+    ok = h.job("sh", "-c", "sleep 0.5")
     native_id = h.submit(ok)
     assert native_id == "1"
     first = h.wait_for(native_id, {Phase.QUEUED, Phase.RUNNING})
@@ -677,20 +628,20 @@ def test_fake_round_trip(tmp_path: Path) -> None:
     assert parse_exit_file(Path(ok.exit_path).read_text()).exit_code == 0
     assert (h.workdir / "sd-1-1.out").exists()  # the relative -o resolved against the workdir
 
-    failing = h.submit(h.job(2, ("sh", "-c", "exit 3")))
+    failing = h.submit(h.job("sh", "-c", "exit 3"))
     failed = h.wait_for(failing, {Phase.COMPLETED, Phase.FAILED})
     assert (failed.phase, failed.exit_code) == (Phase.FAILED, 3)
     # the history command tells the same story
-    history = h.history([native_id, failing])
+    history = h.history(native_id, failing)
     assert (history[native_id].phase, history[native_id].exit_code) == (Phase.COMPLETED, 0)
     assert (history[failing].phase, history[failing].exit_code) == (Phase.FAILED, 3)
     assert history[failing].name == "sd-2-1"
-    assert h.head.calls()[0][0] == "bsub"
+    assert h.fake.calls()[0][0] == "bsub"
 
 
 def test_fake_cancel_and_hold(tmp_path: Path) -> None:
-    h = Head(tmp_path)
-    long = h.submit(h.job(1, ("sleep", "30")))
+    h = fake_head(tmp_path)
+    long = h.submit(h.job("sleep", "30"))
     h.wait_for(long, {Phase.RUNNING})
     # hold (bstop) and release (bresume) a running job
     h.dialect.parse_cancel(*h.run(h.dialect.hold_argv([long])))
@@ -703,16 +654,16 @@ def test_fake_cancel_and_hold(tmp_path: Path) -> None:
     gone = h.wait_for(long, {Phase.CANCELLED, Phase.FAILED, Phase.COMPLETED})
     assert gone.phase is Phase.CANCELLED
     assert gone.reason == "TERM_OWNER: job killed by owner"
-    assert h.history([long])[long].phase is Phase.CANCELLED
+    assert h.history(long)[long].phase is Phase.CANCELLED
     # cancelling again: "Job has already finished" is accepted
     out, err, status = h.run(h.dialect.cancel_argv([long, "999"]))
     assert "Job has already finished" in err and "No matching job found" in err
     h.dialect.parse_cancel(out, err, status)
 
     # a pending job held at submit time by the system, then released
-    h.head.set_config(slots=0)
-    h.head.set_faults(hold_next=1)
-    pending = h.submit(h.job(2, ("true",)))
+    h.fake.set_config(slots=0)
+    h.fake.set_faults(hold_next=1)
+    pending = h.submit(h.job("true"))
     obs = h.status()[pending]
     assert obs.phase is Phase.HELD
     assert obs.reason == "The job was suspended by LSF admin or root while pending"
@@ -720,33 +671,33 @@ def test_fake_cancel_and_hold(tmp_path: Path) -> None:
     assert h.status()[pending].phase is Phase.QUEUED
     h.run(h.dialect.hold_argv([pending]))
     assert h.status()[pending].reason == "The job was suspended by the user while pending"
-    h.head.set_config(slots=1000)
+    h.fake.set_config(slots=1000)
     h.run(h.dialect.release_argv([pending]))
     done = h.wait_for(pending, {Phase.COMPLETED})
     assert done.exit_code == 0
 
 
 def test_fake_faults(tmp_path: Path) -> None:
-    h = Head(tmp_path)
-    job = h.job(1, ("true",))
-    h.head.set_faults(submit_transient=1)
+    h = fake_head(tmp_path)
+    job = h.job("true")
+    h.fake.set_faults(submit_transient=1)
     with pytest.raises(SubmitRejected) as transient:
         h.submit(job)
     assert transient.value.transient
-    h.head.set_faults(submit_permanent=1)
+    h.fake.set_faults(submit_permanent=1)
     with pytest.raises(SubmitRejected) as permanent:
         h.submit(job)
     assert not permanent.value.transient
     assert "No such queue" in str(permanent.value)
 
-    h.head.set_faults(noise=True)
+    h.fake.set_faults(noise=True)
     native_id = h.submit(job)
     done = h.wait_for(native_id, {Phase.COMPLETED})
     assert done.name == "sd-1-1"
-    assert h.history([native_id])[native_id].phase is Phase.COMPLETED
+    assert h.history(native_id)[native_id].phase is Phase.COMPLETED
     assert h.dialect.parse_version(*h.run(h.dialect.version_argv())).startswith("IBM Spectrum LSF")
 
-    h.head.set_faults(down=True, noise=False)
+    h.fake.set_faults(down=True, noise=False)
     for argv, parse in (
         (h.dialect.status_argv(h.user, [native_id]), h.dialect.parse_status),
         (h.dialect.history_argv(h.user, [native_id], 0.0), h.dialect.parse_history),
@@ -758,34 +709,34 @@ def test_fake_faults(tmp_path: Path) -> None:
             parse(*h.run(argv))
         assert down.value.transient
     with pytest.raises(SubmitRejected) as rejected:
-        h.submit(h.job(2, ("true",)))
+        h.submit(h.job("true"))
     assert rejected.value.transient
 
     # a job forgotten when it finishes (forgotten + purged) is not found anywhere
-    h.head.set_faults(down=False, forget_finished=True)
-    native_id = h.submit(h.job(3, ("true",)))
+    h.fake.set_faults(down=False, forget_finished=True)
+    native_id = h.submit(h.job("true"))
     deadline = time.monotonic() + 45  # generous: a loaded machine starts fake jobs late
-    while not h.head.job(native_id)["purged"] and time.monotonic() < deadline:
+    while not h.fake.job(native_id)["purged"] and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert h.head.job(native_id)["purged"]
+    assert h.fake.job(native_id)["purged"]
     assert native_id not in h.status()
-    assert h.history([native_id]) == {}
+    assert h.history(native_id) == {}
     out, err, status = h.run(["bjobs", "-a", "-json", "-o", "jobid stat", native_id])
     assert f"Job <{native_id}> is not found" in err
     assert h.dialect.parse_status(out, err, status) == {}
 
 
 def test_fake_finished_jobs_stay_in_bjobs_a(tmp_path: Path) -> None:
-    h = Head(tmp_path)
-    native_id = h.submit(h.job(1, ("sh", "-c", "exit 4")))
+    h = fake_head(tmp_path)
+    native_id = h.submit(h.job("sh", "-c", "exit 4"))
     h.wait_for(native_id, {Phase.FAILED})
-    assert h.head.job(native_id)["forgotten"]  # left the daemon's queue view ...
+    assert h.fake.job(native_id)["forgotten"]  # left the daemon's queue view ...
     assert h.status()[native_id].exit_code == 4  # ... but LSF keeps it for CLEAN_PERIOD
 
 
 def test_fake_other_output_modes(tmp_path: Path) -> None:
-    h = Head(tmp_path)
-    native_id = h.submit(h.job(1, ("sh", "-c", "exit 2")))
+    h = fake_head(tmp_path)
+    native_id = h.submit(h.job("sh", "-c", "exit 2"))
     for mode in ("delimited", "wide"):
         d = LsfDialect(output=mode)
         deadline = time.monotonic() + 45  # generous: a loaded machine starts fake jobs late
@@ -797,7 +748,7 @@ def test_fake_other_output_modes(tmp_path: Path) -> None:
         assert obs.phase is Phase.FAILED
         assert obs.name == "sd-1-1"
         assert obs.exit_code == (2 if mode == "delimited" else None)
-    h.head.set_config(lsf_version="openlava")
+    h.fake.set_config(lsf_version="openlava")
     version = h.dialect.parse_version(*h.run(h.dialect.version_argv()))
     assert version == "openlava project 2.2"
     d = LsfDialect.for_version(version)

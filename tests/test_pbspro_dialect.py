@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from schedulerd.drivers.base import FINISHED_PHASES, JobRequest, Observation, Phase
-from schedulerd.drivers.pbspro import PbsProDialect, parse_ctime
+from schedulerd.drivers.pbs_parse import parse_ctime
+from schedulerd.drivers.pbspro import PbsProDialect
 from schedulerd.drivers.wrapper import parse_exit_file
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
-
-sys.path.insert(0, str(Path(__file__).parent / "fakebatch"))
-from core import FakeHead, gated
-
 from tests.conftest import FIXTURES
+from tests.fakebatch.core import gated
+from tests.helpers.dialect_head import DialectHead
+from tests.helpers.fuzzing import FUZZ_MORE, apply_edits, only_our_errors, parsers_of
 
 D = PbsProDialect()
 
@@ -278,46 +276,25 @@ def test_argv() -> None:
 
 # --- fuzzing -------------------------------------------------------------------------------
 
-PARSERS: list[Callable[[str, str, int], object]] = [
-    D.parse_status,
-    D.parse_history,
-    D.parse_submit,
-    D.parse_cancel,
-    D.parse_version,
-]
+PARSERS = parsers_of(D)
 FIXTURE_TEXTS = [p.read_text() for p in sorted((FIXTURES / "pbspro").glob("*")) if p.is_file()]
 
 
-def _only_our_errors(text: str, stderr: str, status: int) -> None:
-    for parse in PARSERS:
-        try:
-            parse(text, stderr, status)
-        except (ParseError, RemoteCommandError, SubmitRejected):
-            pass
-
-
-@settings(
-    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@FUZZ_MORE
 @given(st.text(), st.text(max_size=50), st.integers(-1, 256))
 def test_fuzz_arbitrary_text(text: str, stderr: str, status: int) -> None:
-    _only_our_errors(text, stderr, status)
+    only_our_errors(PARSERS, text, stderr, status)
 
 
-@settings(
-    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@FUZZ_MORE
 @given(
     st.sampled_from(FIXTURE_TEXTS or [""]),
     st.lists(st.tuples(st.integers(0, 20000), st.integers(0, 40), st.text(max_size=8)), max_size=6),
 )
 def test_fuzz_mutated_fixtures(base: str, edits: list[tuple[int, int, str]]) -> None:
-    text = base
-    for pos, cut, insert in edits:
-        pos = pos % (len(text) + 1)
-        text = text[:pos] + insert + text[pos + cut :]
-    _only_our_errors(text, "", 0)
-    _only_our_errors(text, text, 1)
+    text = apply_edits(base, edits)
+    only_our_errors(PARSERS, text, "", 0)
+    only_our_errors(PARSERS, text, text, 1)
 
 
 # --- the rendered script -------------------------------------------------------------------
@@ -411,70 +388,28 @@ def test_script_runs_with_sh(tmp_path: Path) -> None:
 # --- round trips through the fake head -----------------------------------------------------
 
 
-class Head:
-    def __init__(self, tmp_path: Path, **config: object) -> None:
-        self.bin = tmp_path / "bin"
-        self.fake = FakeHead.create(tmp_path / "home", self.bin, flavor="pbspro", **config)
-        self.workdir = tmp_path / "work"
-        (self.workdir / ".schedulerd").mkdir(parents=True)
-        self.env = dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}")
-        self.count = 0
-
-    def run(self, argv: list[str]) -> tuple[str, str, int]:
-        proc = subprocess.run(
-            shlex.join(argv),
-            shell=True,
-            env=self.env,
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        return proc.stdout, proc.stderr, proc.returncode
-
-    def submit(self, *argv: str) -> str:
-        self.count += 1
-        job = _job(self.workdir, job_id=self.count, name=f"sd-{self.count}-1", argv=argv)
-        Path(job.script_path).write_text(D.render_script(job))
-        return D.parse_submit(*self.run(D.submit_argv(job)))
-
-    def status(self, native_id: str) -> Observation | None:
-        return D.parse_status(*self.run(D.status_argv("alice", [native_id]))).get(native_id)
-
-    def history(self, native_id: str) -> Observation | None:
-        argv = D.history_argv("alice", [native_id], 0.0)
-        assert argv is not None
-        return D.parse_history(*self.run(argv)).get(native_id)
-
-    def wait(self, check: Callable[[], Observation | None], phases: set[Phase]) -> Observation:
-        deadline = time.monotonic() + 45  # generous: a loaded machine starts fake jobs late
-        while time.monotonic() < deadline:
-            obs = check()
-            if obs is not None and obs.phase in phases:
-                return obs
-            time.sleep(0.1)
-        raise AssertionError(f"no {phases} before the deadline")
+def fake_head(tmp_path: Path, **config: Any) -> DialectHead:
+    return DialectHead(tmp_path, D, "pbspro", poll_by_id=True, **config)
 
 
 def test_round_trip_complete_and_fail(tmp_path: Path) -> None:
-    head = Head(tmp_path)
+    head = fake_head(tmp_path)
     gate = tmp_path / "gate"
-    ok = head.submit(*gated(gate))
-    bad = head.submit(*gated(gate, "exit 3"))
+    ok = head.launch(*gated(gate))
+    bad = head.launch(*gated(gate, "exit 3"))
     assert ok.endswith(".fakehead") and ok != bad
-    first = head.status(ok)
+    first = head.observe(ok)
     assert first is not None and first.phase in {Phase.QUEUED, Phase.RUNNING}
     assert first.name == "sd-1-1"
-    head.wait(lambda: head.status(ok), {Phase.RUNNING})
+    head.wait(lambda: head.observe(ok), {Phase.RUNNING})
     gate.touch()
     deadline = time.monotonic() + 45  # generous: a loaded machine starts fake jobs late
-    while head.status(ok) is not None or head.status(bad) is not None:
+    while head.observe(ok) is not None or head.observe(bad) is not None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    done = head.history(ok)
+    done = head.history(ok).get(ok)
     assert done is not None and (done.phase, done.exit_code) == (Phase.COMPLETED, 0)
-    failed = head.history(bad)
+    failed = head.history(bad).get(bad)
     assert failed is not None and (failed.phase, failed.exit_code) == (Phase.FAILED, 3)
     assert failed.name == "sd-2-1"
     exit_file = head.workdir / ".schedulerd" / "sd-2-1.exit"
@@ -482,11 +417,11 @@ def test_round_trip_complete_and_fail(tmp_path: Path) -> None:
 
 
 def test_cancel_running(tmp_path: Path) -> None:
-    head = Head(tmp_path)
-    nid = head.submit("sleep", "30")
-    head.wait(lambda: head.status(nid), {Phase.RUNNING})
+    head = fake_head(tmp_path)
+    nid = head.launch("sleep", "30")
+    head.wait(lambda: head.observe(nid), {Phase.RUNNING})
     D.parse_cancel(*head.run(D.cancel_argv([nid])))
-    obs = head.wait(lambda: head.history(nid), set(FINISHED_PHASES))
+    obs = head.wait(lambda: head.history(nid).get(nid), set(FINISHED_PHASES))
     assert obs.phase is not Phase.COMPLETED
     out, err, status = head.run(D.cancel_argv([nid]))
     assert "Job has finished" in err and status != 0
@@ -494,37 +429,37 @@ def test_cancel_running(tmp_path: Path) -> None:
 
 
 def test_hold_release_and_system_hold(tmp_path: Path) -> None:
-    head = Head(tmp_path, slots=0)
-    nid = head.submit("sleep", "0.5")
-    assert head.status(nid) == Observation(native_id=nid, phase=Phase.QUEUED, name="sd-1-1")
+    head = fake_head(tmp_path, slots=0)
+    nid = head.launch("sleep", "0.5")
+    assert head.observe(nid) == Observation(native_id=nid, phase=Phase.QUEUED, name="sd-1-1")
     assert head.run(D.hold_argv([nid]))[2] == 0
-    held = head.status(nid)
+    held = head.observe(nid)
     assert held is not None and (held.phase, held.reason) == (Phase.HELD, "user hold")
     assert head.run(D.release_argv([nid]))[2] == 0
-    released = head.status(nid)
+    released = head.observe(nid)
     assert released is not None and released.phase is Phase.QUEUED
     head.fake.set_faults(hold_next=1)
-    other = head.submit("sleep", "0.5")
-    system = head.status(other)
+    other = head.launch("sleep", "0.5")
+    system = head.observe(other)
     assert system is not None and system.phase is Phase.HELD
     assert system.reason is not None and system.reason.startswith("system hold")
 
 
 def test_submit_faults(tmp_path: Path) -> None:
-    head = Head(tmp_path)
+    head = fake_head(tmp_path)
     head.fake.set_faults(submit_transient=1, submit_permanent=1)
     with pytest.raises(SubmitRejected) as transient:
-        head.submit("true")
+        head.launch("true")
     assert transient.value.transient and "per-user limit" in transient.value.message
     with pytest.raises(SubmitRejected) as permanent:
-        head.submit("true")
+        head.launch("true")
     assert not permanent.value.transient
-    assert head.submit("true").endswith(".fakehead")
+    assert head.launch("true").endswith(".fakehead")
 
 
 def test_down(tmp_path: Path) -> None:
-    head = Head(tmp_path)
-    nid = head.submit("sleep", "0.5")
+    head = fake_head(tmp_path)
+    nid = head.launch("sleep", "0.5")
     head.fake.set_faults(down=True)
     out, err, status = head.run(D.status_argv("alice", [nid]))
     assert "cannot connect to server" in err and status == 255
@@ -532,7 +467,7 @@ def test_down(tmp_path: Path) -> None:
         D.parse_status(out, err, status)
     assert info.value.transient
     with pytest.raises(SubmitRejected) as rejected:
-        head.submit("true")
+        head.launch("true")
     assert rejected.value.transient
     with pytest.raises(RemoteCommandError) as cancel:
         D.parse_cancel(*head.run(D.cancel_argv([nid])))
@@ -540,7 +475,7 @@ def test_down(tmp_path: Path) -> None:
 
 
 def test_noise_and_numeric_env(tmp_path: Path) -> None:
-    head = Head(tmp_path, slots=0)
+    head = fake_head(tmp_path, slots=0)
     head.fake.set_faults(noise=True)
     job = _job(head.workdir, extra_directives=("-v FOO=005",))
     Path(job.script_path).write_text(D.render_script(job))
@@ -551,11 +486,11 @@ def test_noise_and_numeric_env(tmp_path: Path) -> None:
 
 
 def test_forgotten_jobs_are_unknown(tmp_path: Path) -> None:
-    head = Head(tmp_path)
+    head = fake_head(tmp_path)
     head.fake.set_faults(forget_finished=True)
-    nid = head.submit("true")
+    nid = head.launch("true")
     deadline = time.monotonic() + 45  # generous: a loaded machine starts fake jobs late
-    while head.status(nid) is not None:
+    while head.observe(nid) is not None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     argv = D.history_argv("alice", [nid], 0.0)
@@ -566,5 +501,5 @@ def test_forgotten_jobs_are_unknown(tmp_path: Path) -> None:
 
 
 def test_version_through_fake(tmp_path: Path) -> None:
-    head = Head(tmp_path)
+    head = fake_head(tmp_path)
     assert D.parse_version(*head.run(D.version_argv())) == "PBS 19.1.3"

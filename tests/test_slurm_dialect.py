@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import shlex
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from schedulerd.drivers.base import JobRequest, Observation, Phase
@@ -20,9 +17,18 @@ from schedulerd.drivers.slurm import SACCT_FIELDS, SQUEUE_FORMAT, STATE_MAP, Slu
 from schedulerd.drivers.wrapper import parse_exit_file
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 from tests.conftest import FIXTURES
+from tests.fakebatch.core import gated
+from tests.helpers.dialect_head import DialectHead
+from tests.helpers.fuzzing import (
+    FUZZ,
+    fixture_texts,
+    insert_at,
+    on_either_stream,
+    only_our_errors,
+    parsers_of,
+)
 
 D = SlurmDialect()
-FAKEBATCH = Path(__file__).parent / "fakebatch"
 
 
 def read(fixtures_dir: Path, name: str) -> str:
@@ -424,25 +430,8 @@ def test_rendered_script_runs_the_exact_command(tmp_path: Path) -> None:
 
 # --- fuzzing --------------------------------------------------------------------------------
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-PARSERS: list[Callable[[str, str, int], object]] = [
-    D.parse_status,
-    D.parse_history,
-    D.parse_submit,
-    D.parse_cancel,
-    D.parse_version,
-]
-ALLOWED = (ParseError, RemoteCommandError, SubmitRejected)
-
-
-def _fixture_texts() -> list[str]:
-    folder = FIXTURES / "slurm"
-    if not folder.is_dir():
-        raise RuntimeError(f"batch-output fixtures not found at {folder}")
-    return [p.read_text() for p in sorted(folder.iterdir()) if p.suffix == ".txt"]
-
-
-FIXTURE_TEXTS = _fixture_texts()
+PARSERS = parsers_of(D)
+FIXTURE_TEXTS = fixture_texts(FIXTURES / "slurm", ".txt")
 
 
 @FUZZ
@@ -452,11 +441,7 @@ FIXTURE_TEXTS = _fixture_texts()
     status=st.integers(min_value=-1, max_value=255),
 )
 def test_parsers_on_arbitrary_text(stdout: str, stderr: str, status: int) -> None:
-    for parse in PARSERS:
-        try:
-            parse(stdout, stderr, status)
-        except ALLOWED:
-            pass
+    only_our_errors(PARSERS, stdout, stderr, status)
 
 
 @FUZZ
@@ -467,92 +452,22 @@ def test_parsers_on_arbitrary_text(stdout: str, stderr: str, status: int) -> Non
     status=st.sampled_from([0, 1]),
 )
 def test_parsers_on_mutated_fixtures(which: int, cut: int, insert: str, status: int) -> None:
-    text = FIXTURE_TEXTS[which]
-    cut = cut % (len(text) + 1)
-    mutated = text[:cut] + insert + text[cut:]
-    for parse in PARSERS:
-        for out, err in ((mutated, ""), ("", mutated)):
-            try:
-                parse(out, err, status)
-            except ALLOWED:
-                pass
+    on_either_stream(PARSERS, insert_at(FIXTURE_TEXTS[which], cut, insert), status)
 
 
 # --- round trip through the fake ---------------------------------------------------------------
 
-sys.path.insert(0, str(FAKEBATCH))
-from core import FakeHead, gated  # the fake lives outside the package
-
-
-class Head:
-    def __init__(self, tmp_path: Path, **config: object) -> None:
-        self.bin = tmp_path / "bin"
-        self.fake = FakeHead.create(tmp_path / "home", self.bin, flavor="slurm", **config)
-        self.workdir = tmp_path / "work"
-        self.workdir.mkdir()
-        self.env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}"}
-        self.user = str(self.fake.config["user"])
-        self.count = 0
-
-    def run(self, argv: list[str]) -> tuple[str, str, int]:
-        proc = subprocess.run(
-            shlex.join(argv),
-            shell=True,
-            env=self.env,
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        return proc.stdout, proc.stderr, proc.returncode
-
-    def job(self, *argv: str, **kw: object) -> JobRequest:
-        self.count += 1
-        return JobRequest(
-            job_id=self.count,
-            attempt=1,
-            name=f"sd-{self.count}-1",
-            argv=argv,
-            workdir=str(self.workdir),
-            **kw,  # type: ignore[arg-type]
-        )
-
-    def submit(self, job: JobRequest) -> str:
-        script = Path(job.script_path)
-        script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_text(D.render_script(job))
-        script.chmod(0o755)
-        return D.parse_submit(*self.run(D.submit_argv(job)))
-
-    def status(self) -> dict[str, Observation]:
-        return D.parse_status(*self.run(D.status_argv(self.user, [])))
-
-    def history(self, native_id: str) -> dict[str, Observation]:
-        argv = D.history_argv(self.user, [native_id], time.time() - 60)
-        assert argv is not None
-        return D.parse_history(*self.run(argv))
-
-    def wait_status(self, native_id: str, pred: Callable[[Observation | None], bool]) -> None:
-        deadline = time.monotonic() + 45  # generous: a loaded machine starts fake jobs late
-        while time.monotonic() < deadline:
-            if pred(self.status().get(native_id)):
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"status of {native_id} never matched")
-
-    def finish(self, native_id: str) -> Observation:
-        self.wait_status(native_id, lambda o: o is None)
-        return self.history(native_id)[native_id]
+def fake_head(tmp_path: Path, **config: Any) -> DialectHead:
+    return DialectHead(tmp_path, D, "slurm", **config)
 
 
 @pytest.fixture
-def head(tmp_path: Path) -> Head:
-    return Head(tmp_path)
+def head(tmp_path: Path) -> DialectHead:
+    return fake_head(tmp_path)
 
 
 @pytest.mark.timeout(120)
-def test_round_trip_completed(head: Head) -> None:
+def test_round_trip_completed(head: DialectHead) -> None:
     gate = head.workdir / "gate"
     job = head.job(*gated(gate, "echo out; echo err >&2"), queue="short", cpus=2)
     native_id = head.submit(job)
@@ -575,7 +490,7 @@ def test_round_trip_completed(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_round_trip_failed_exit_3(head: Head) -> None:
+def test_round_trip_failed_exit_3(head: DialectHead) -> None:
     job = head.job("sh", "-c", "exit 3", walltime_s=600, memory_mb=512, account="proj")
     native_id = head.submit(job)
     final = head.finish(native_id)
@@ -586,7 +501,7 @@ def test_round_trip_failed_exit_3(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_round_trip_cancel_running(head: Head) -> None:
+def test_round_trip_cancel_running(head: DialectHead) -> None:
     job = head.job("sleep", "30")
     native_id = head.submit(job)
     head.wait_status(native_id, lambda o: o is not None and o.phase is Phase.RUNNING)
@@ -600,7 +515,7 @@ def test_round_trip_cancel_running(head: Head) -> None:
 
 @pytest.mark.timeout(120)
 def test_round_trip_hold_release(tmp_path: Path) -> None:
-    head = Head(tmp_path, slots=0)  # nothing starts
+    head = fake_head(tmp_path, slots=0)  # nothing starts
     job = head.job("true")
     native_id = head.submit(job)
     assert head.status()[native_id].phase is Phase.QUEUED
@@ -614,7 +529,7 @@ def test_round_trip_hold_release(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_system_hold(head: Head) -> None:
+def test_system_hold(head: DialectHead) -> None:
     head.fake.set_faults(hold_next=1)
     native_id = head.submit(head.job("true"))
     obs = head.status()[native_id]
@@ -622,7 +537,7 @@ def test_system_hold(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_submit_faults(head: Head) -> None:
+def test_submit_faults(head: DialectHead) -> None:
     head.fake.set_faults(submit_transient=2, submit_permanent=1)
     for _ in range(2):
         with pytest.raises(SubmitRejected) as info:
@@ -636,7 +551,7 @@ def test_submit_faults(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_head_down(head: Head) -> None:
+def test_head_down(head: DialectHead) -> None:
     native_id = head.submit(head.job("true"))
     head.fake.set_faults(down=True)
     with pytest.raises(SubmitRejected) as submit_info:
@@ -655,7 +570,7 @@ def test_head_down(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_noise_is_skipped(head: Head) -> None:
+def test_noise_is_skipped(head: DialectHead) -> None:
     head.fake.set_faults(noise=True)
     job = head.job("true")
     native_id = head.submit(job)
@@ -664,7 +579,7 @@ def test_noise_is_skipped(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_forget_finished_vanishes_everywhere(head: Head) -> None:
+def test_forget_finished_vanishes_everywhere(head: DialectHead) -> None:
     head.fake.set_faults(forget_finished=True)
     job = head.job("true")
     native_id = head.submit(job)
@@ -675,10 +590,9 @@ def test_forget_finished_vanishes_everywhere(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_dry_run_and_version(head: Head) -> None:
+def test_dry_run_and_version(head: DialectHead) -> None:
     job = head.job("true")
-    Path(job.script_path).parent.mkdir(parents=True)
-    Path(job.script_path).write_text(D.render_script(job))
+    head.write(job)
     argv = D.dry_run_argv(job)
     assert argv is not None
     _, err, status = head.run(argv)
@@ -688,7 +602,7 @@ def test_dry_run_and_version(head: Head) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_sacct_needs_a_starttime(head: Head) -> None:
+def test_sacct_needs_a_starttime(head: DialectHead) -> None:
     """The fake, like sacct, shows only today's jobs without -S: we always pass it."""
     argv = D.history_argv(head.user, ["1"], time.time())
     assert argv is not None and "--starttime" in argv

@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from schedulerd.drivers.base import FINISHED_PHASES, JobRequest, Observation, Phase
 from schedulerd.drivers.torque import TorqueDialect
 from schedulerd.drivers.wrapper import parse_exit_file
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
-
-sys.path.insert(0, str(Path(__file__).parent / "fakebatch"))
-from core import FakeHead, gated
-
 from tests.conftest import FIXTURES
+from tests.fakebatch.core import gated
+from tests.helpers.dialect_head import DialectHead
+from tests.helpers.fuzzing import FUZZ_MORE, apply_edits, only_our_errors, parsers_of
 
 D = TorqueDialect()
 
@@ -141,7 +138,7 @@ def test_text_completed_without_exit_status_is_left_to_the_exit_file(
 
 
 def test_text_tab_continuations_join_values(fixtures_dir: Path) -> None:
-    from schedulerd.drivers.pbspro import parse_full_text
+    from schedulerd.drivers.pbs_parse import parse_full_text
 
     ichec = parse_full_text(fx(fixtures_dir, "qstat-f.held-running-completed-queued.ichec.txt"))
     assert ichec["549159"]["Output_Path"] == (
@@ -300,49 +297,25 @@ def test_version_and_argv() -> None:
 # --- fuzzing -------------------------------------------------------------------------------
 
 FIXTURE_TEXTS = [p.read_text() for p in sorted((FIXTURES / "torque").glob("*")) if p.is_file()]
-PARSERS: list[Callable[[str, str, int], object]] = [
-    D.parse_status,
-    D.parse_history,
-    D.parse_submit,
-    D.parse_cancel,
-    D.parse_version,
-]
+PARSERS = [*parsers_of(D), TorqueDialect(xml=False).parse_status, D.for_probe]
 
 
-PARSERS += [TorqueDialect(xml=False).parse_status, D.for_probe]
-
-
-def _only_our_errors(text: str, stderr: str, status: int) -> None:
-    for parse in PARSERS:
-        try:
-            parse(text, stderr, status)
-        except (ParseError, RemoteCommandError, SubmitRejected):
-            pass
-
-
-@settings(
-    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@FUZZ_MORE
 @given(st.text(), st.text(max_size=50), st.integers(-1, 256))
 def test_fuzz_arbitrary_text(text: str, stderr: str, status: int) -> None:
-    _only_our_errors(text, stderr, status)
-    _only_our_errors("<Data><Job>" + text, stderr, status)
+    only_our_errors(PARSERS, text, stderr, status)
+    only_our_errors(PARSERS, "<Data><Job>" + text, stderr, status)
 
 
-@settings(
-    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@FUZZ_MORE
 @given(
     st.sampled_from(FIXTURE_TEXTS or [""]),
     st.lists(st.tuples(st.integers(0, 20000), st.integers(0, 40), st.text(max_size=8)), max_size=6),
 )
 def test_fuzz_mutated_fixtures(base: str, edits: list[tuple[int, int, str]]) -> None:
-    text = base
-    for pos, cut, insert in edits:
-        pos = pos % (len(text) + 1)
-        text = text[:pos] + insert + text[pos + cut :]
-    _only_our_errors(text, "", 0)
-    _only_our_errors(text, text, 1)
+    text = apply_edits(base, edits)
+    only_our_errors(PARSERS, text, "", 0)
+    only_our_errors(PARSERS, text, text, 1)
 
 
 # --- the rendered script -------------------------------------------------------------------
@@ -407,69 +380,32 @@ def test_script_runs_with_sh(tmp_path: Path) -> None:
 # --- round trips through the fake head -----------------------------------------------------
 
 
-class Head:
-    def __init__(self, tmp_path: Path, **config: object) -> None:
-        self.bin = tmp_path / "bin"
-        self.fake = FakeHead.create(tmp_path / "home", self.bin, flavor="torque", **config)
-        self.workdir = tmp_path / "work"
-        (self.workdir / ".schedulerd").mkdir(parents=True)
-        self.env = dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}")
-        self.count = 0
-
-    def run(self, argv: list[str]) -> tuple[str, str, int]:
-        proc = subprocess.run(
-            shlex.join(argv),
-            shell=True,
-            env=self.env,
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        return proc.stdout, proc.stderr, proc.returncode
-
-    def submit(self, *argv: str) -> str:
-        self.count += 1
-        job = _job(self.workdir, job_id=self.count, name=f"sd-{self.count}-1", argv=argv)
-        Path(job.script_path).write_text(D.render_script(job))
-        return D.parse_submit(*self.run(D.submit_argv(job)))
-
-    def status(self, native_id: str) -> Observation | None:
-        return D.parse_status(*self.run(D.status_argv("alice", [native_id]))).get(native_id)
-
-    def wait(self, native_id: str, phases: set[Phase]) -> Observation:
-        deadline = time.monotonic() + 45  # generous: a loaded machine starts fake jobs late
-        while time.monotonic() < deadline:
-            obs = self.status(native_id)
-            if obs is not None and obs.phase in phases:
-                return obs
-            time.sleep(0.1)
-        raise AssertionError(f"no {phases} before the deadline")
+def fake_head(tmp_path: Path, **config: Any) -> DialectHead:
+    return DialectHead(tmp_path, D, "torque", poll_by_id=True, **config)
 
 
 def test_round_trip_complete_and_fail(tmp_path: Path) -> None:
-    head = Head(tmp_path, keep_finished_in_queue=60)
+    head = fake_head(tmp_path, keep_finished_in_queue=60)
     gate = tmp_path / "gate"
-    ok = head.submit(*gated(gate))
-    bad = head.submit(*gated(gate, "exit 3"))
-    first = head.status(ok)
+    ok = head.launch(*gated(gate))
+    bad = head.launch(*gated(gate, "exit 3"))
+    first = head.observe(ok)
     assert first is not None and first.phase in {Phase.QUEUED, Phase.RUNNING}
     assert first.name == "sd-1-1"
-    head.wait(ok, {Phase.RUNNING})
+    head.wait_for(ok, {Phase.RUNNING})
     gate.touch()
-    done = head.wait(ok, set(FINISHED_PHASES))
+    done = head.wait_for(ok, set(FINISHED_PHASES))
     assert (done.phase, done.exit_code) == (Phase.COMPLETED, 0)
     assert done.finished_at is not None and done.started_at is not None
-    failed = head.wait(bad, set(FINISHED_PHASES))
+    failed = head.wait_for(bad, set(FINISHED_PHASES))
     assert (failed.phase, failed.exit_code, failed.name) == (Phase.FAILED, 3, "sd-2-1")
 
 
 def test_completed_jobs_leave_the_queue(tmp_path: Path) -> None:
-    head = Head(tmp_path)
-    nid = head.submit("true")
+    head = fake_head(tmp_path)
+    nid = head.launch("true")
     deadline = time.monotonic() + 45  # generous: a loaded machine starts fake jobs late
-    while head.status(nid) is not None:
+    while head.observe(nid) is not None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     out, err, status = head.run(D.status_argv("alice", [nid]))
@@ -478,11 +414,11 @@ def test_completed_jobs_leave_the_queue(tmp_path: Path) -> None:
 
 
 def test_cancel_running(tmp_path: Path) -> None:
-    head = Head(tmp_path, keep_finished_in_queue=60)
-    nid = head.submit("sleep", "30")
-    head.wait(nid, {Phase.RUNNING})
+    head = fake_head(tmp_path, keep_finished_in_queue=60)
+    nid = head.launch("sleep", "30")
+    head.wait_for(nid, {Phase.RUNNING})
     D.parse_cancel(*head.run(D.cancel_argv([nid])))
-    obs = head.wait(nid, set(FINISHED_PHASES))
+    obs = head.wait_for(nid, set(FINISHED_PHASES))
     assert obs.phase is not Phase.COMPLETED
     out, err, status = head.run(D.cancel_argv([nid]))
     assert status != 0 and "Request invalid for state of job" in err
@@ -490,27 +426,27 @@ def test_cancel_running(tmp_path: Path) -> None:
 
 
 def test_hold_release(tmp_path: Path) -> None:
-    head = Head(tmp_path, slots=0)
-    nid = head.submit("sleep", "0.5")
-    assert head.status(nid) == Observation(native_id=nid, phase=Phase.QUEUED, name="sd-1-1")
+    head = fake_head(tmp_path, slots=0)
+    nid = head.launch("sleep", "0.5")
+    assert head.observe(nid) == Observation(native_id=nid, phase=Phase.QUEUED, name="sd-1-1")
     assert head.run(D.hold_argv([nid]))[2] == 0
-    held = head.status(nid)
+    held = head.observe(nid)
     assert held is not None and (held.phase, held.reason) == (Phase.HELD, "user hold")
     assert head.run(D.release_argv([nid]))[2] == 0
-    again = head.status(nid)
+    again = head.observe(nid)
     assert again is not None and again.phase is Phase.QUEUED
 
 
 def test_faults(tmp_path: Path) -> None:
-    head = Head(tmp_path, slots=0)
+    head = fake_head(tmp_path, slots=0)
     head.fake.set_faults(submit_transient=1, submit_permanent=1, noise=True)
     with pytest.raises(SubmitRejected) as transient:
-        head.submit("true")
+        head.launch("true")
     assert transient.value.transient
     with pytest.raises(SubmitRejected) as permanent:
-        head.submit("true")
+        head.launch("true")
     assert not permanent.value.transient and "Unknown queue" in permanent.value.message
-    nid = head.submit("true")
+    nid = head.launch("true")
     out, err, status = head.run(D.status_argv("alice", [nid]))
     assert not out.startswith("<Data>")
     assert D.parse_status(out, err, status)[nid].phase is Phase.QUEUED
@@ -521,24 +457,24 @@ def test_faults(tmp_path: Path) -> None:
         D.parse_status(out, err, status)
     assert down.value.transient
     with pytest.raises(SubmitRejected) as submit_down:
-        head.submit("true")
+        head.launch("true")
     assert submit_down.value.transient
 
 
 def test_version_through_fake(tmp_path: Path) -> None:
-    assert D.parse_version(*Head(tmp_path).run(D.version_argv())) == "Torque 6.1.2"
+    assert D.parse_version(*fake_head(tmp_path).run(D.version_argv())) == "Torque 6.1.2"
 
 
 def test_limited_head_round_trip(tmp_path: Path) -> None:
     # a Torque-compatible qstat without -x and --version, showing finished jobs as C
     # without exit_status
-    head = Head(tmp_path, keep_finished_in_queue=60, qstat_limited=True)
+    head = fake_head(tmp_path, keep_finished_in_queue=60, qstat_limited=True)
     limited, detail = D.for_probe(*head.run(["qstat", "-x", "0"]))
     assert not limited.xml and "-f" in detail
     with pytest.raises(ParseError):
         D.parse_version(*head.run(D.version_argv()))
     gate = tmp_path / "gate"
-    nid = head.submit(*gated(gate, "exit 3"))
+    nid = head.launch(*gated(gate, "exit 3"))
 
     def status() -> Observation | None:
         return limited.parse_status(*head.run(limited.status_argv("alice", [nid]))).get(nid)

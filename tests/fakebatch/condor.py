@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from core import FakeHead, Job
+from tests.fakebatch.core import FakeHead, Job
 
 Result = tuple[str, str, int]
 

@@ -538,11 +538,8 @@ _MODULES = {"pbspro": "pbs", "torque": "pbs", "lsf": "lsf", "htcondor": "condor"
 
 
 def _submit_handler(flavor: str) -> Any:
-    """The per-system Python submit command (the modules import ``core`` top-level)."""
-    here = str(Path(__file__).parent)
-    if here not in sys.path:
-        sys.path.append(here)
-    module = importlib.import_module(_MODULES[flavor])
+    """The per-system Python submit command."""
+    module = importlib.import_module(f"tests.fakebatch.{_MODULES[flavor]}")
     return module.COMMANDS[INSTANT_SUBMIT[flavor][0]]
 
 

@@ -11,21 +11,23 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# Run as a script (the shims do), Python puts this file's folder first on sys.path: put the
+# repository's root there instead, so the fake is imported one way, as ``tests.fakebatch``.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core import FakeHead
+from tests.fakebatch.core import FakeHead
 
 
 def _dispatch(head: FakeHead, command: str, argv: list[str]) -> tuple[str, str, int]:
     flavor = head.config["flavor"]
     if flavor in ("pbspro", "torque"):
-        import pbs as system
+        from tests.fakebatch import pbs as system
     elif flavor == "lsf":
-        import lsf as system
+        from tests.fakebatch import lsf as system
     elif flavor == "htcondor":
-        import condor as system
+        from tests.fakebatch import condor as system
     elif flavor == "slurm":
-        import slurm as system
+        from tests.fakebatch import slurm as system
     else:
         return "", f"fakebatch: unknown flavor {flavor}\n", 2
     handler = system.COMMANDS.get(command)

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core import FakeHead, Job
+from tests.fakebatch.core import FakeHead, Job
 
 Result = tuple[str, str, int]
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from core import FakeHead, Job
+from tests.fakebatch.core import FakeHead, Job
 
 PBSPRO_VERSION = "19.1.3"
 TORQUE_VERSION = "6.1.2"

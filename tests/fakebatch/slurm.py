@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from core import FakeHead, Job
+from tests.fakebatch.core import FakeHead, Job
 
 Result = tuple[str, str, int]
 
