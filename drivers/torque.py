@@ -31,15 +31,13 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from schedulerd.drivers.base import JobRequest, Observation, Phase
-from schedulerd.drivers.pbspro import (
+from schedulerd.drivers.pbs_parse import (
     NATIVE_ID,
-    PbsProDialect,
-    common_directives,
     parse_full_text,
     parse_qstat_common,
-    positive,
     raise_for_head_error,
 )
+from schedulerd.drivers.pbspro import PbsProDialect, common_directives, positive
 from schedulerd.drivers.refusals import Refusal, refusal
 from schedulerd.errors import ParseError
 
@@ -60,7 +58,7 @@ TORQUE_STATE_MAP: Final[Mapping[str, Phase | None]] = {
 }
 
 #: How Torque wordings are classed, for ``qsub`` refusals and failed ``qstat``/``qdel``
-#: (first match wins; see ``pbspro.REFUSALS`` for the shape). The texts are Torque's
+#: (first match wins; see ``pbspro_refusals.REFUSALS`` for the shape). The texts are Torque's
 #: ``pbs_error_db.h`` (src/include/pbs_error_db.h, numbered from 15000 by position, so the
 #: codes differ from OpenPBS's: Torque inserted 15008/15009). Torque >= 4.1 prints a
 #: refusal as ``qsub: submit error (<text>[ MSG=<detail>])`` (src/cmds/qsub_functions.c;
