@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schedulerd.drivers import lsf, lsf_parse, lsf_refusals, slurm
+from schedulerd.drivers import lsf, lsf_parse, lsf_refusals, slurm_refusals
 from schedulerd.drivers.base import Phase
 from schedulerd.drivers.lsf import LsfDialect
 from schedulerd.drivers.slurm import SQUEUE_FIELDS, SQUEUE_FORMAT, SlurmDialect
@@ -36,10 +36,10 @@ def assert_class(exc: SubmitRejected | RemoteCommandError, kind: str) -> None:
 # --- the tables ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("row", slurm.REFUSALS, ids=lambda r: r.pattern.pattern[:40])
-def test_slurm_refusal_row(row: slurm.Refusal) -> None:
+@pytest.mark.parametrize("row", slurm_refusals.REFUSALS, ids=lambda r: r.pattern.pattern[:40])
+def test_slurm_refusal_row(row: slurm_refusals.Refusal) -> None:
     # the row's own real sample is classed by this row (not shadowed by an earlier one)
-    assert slurm.classify(row.sample) is row
+    assert slurm_refusals.classify(row.sample) is row
     assert row.source
     with pytest.raises(SubmitRejected) as info:
         S.parse_submit("", row.sample + "\n", 1)
