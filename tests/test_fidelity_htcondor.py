@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from schedulerd.drivers.base import Phase
-from schedulerd.drivers.htcondor import ATTRIBUTES, REFUSALS, HTCondorDialect, Refusal, classify
+from schedulerd.drivers.htcondor import ATTRIBUTES, HTCondorDialect
+from schedulerd.drivers.htcondor_refusals import REFUSALS, Refusal, classify
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 
 D = HTCondorDialect()
