@@ -14,6 +14,14 @@ from tests.fakebatch.core import INSTANT_SUBMIT, FakeHead
 TOP_LEVEL = ("core", "pbs", "lsf", "condor", "slurm", "fakebatch")
 
 
+def _run(argv: list[str], cwd: Path, env: dict[str, str], stdin: str = "") -> str:
+    proc = subprocess.run(
+        argv, input=stdin, env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 @pytest.mark.parametrize("flavor", sorted(INSTANT_SUBMIT))
 def test_instant_submits_are_read_without_a_second_copy_of_the_fake(
     tmp_path: Path, flavor: str
@@ -35,17 +43,7 @@ def test_instant_submits_are_read_without_a_second_copy_of_the_fake(
         "slurm": ["--parsable", str(script)],
     }[flavor]
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    proc = subprocess.run(
-        [command, *argv],
-        input="true\n",
-        env=env,
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    _run([command, *argv], work, env, stdin="true\n")
     assert len(head.jobs()) == 1  # ingested here, by the flavor's Python submit command
     assert not [name for name in TOP_LEVEL if name in sys.modules]
 
@@ -55,14 +53,4 @@ def test_a_shim_runs_the_fake_as_a_script(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     FakeHead.create(tmp_path / "home", bin_dir, flavor="slurm")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [str(bin_dir / "sbatch"), "--version"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("slurm ")
+    assert _run([str(bin_dir / "sbatch"), "--version"], tmp_path, env).startswith("slurm ")

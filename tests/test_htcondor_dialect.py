@@ -3,7 +3,6 @@ and a round trip through the fake."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from tests.helpers.fuzzing import (
     only_our_errors,
     parsers_of,
 )
+from tests.helpers.scripts import NASTY, recorded, recording_argv, run_rendered
 
 D = HTCondorDialect()
 
@@ -304,35 +304,13 @@ def test_rejects_values_that_would_break_the_description(kw: dict[str, object]) 
 
 # --- the rendered script runs ------------------------------------------------------------------
 
-NASTY = (
-    "it's",
-    'say "hi"',
-    "$(touch pwned)",
-    "a; rm -rf nothing",
-    "two\nlines",
-    "$HOME",
-    "`id`",
-    "",
-)
-
 
 def test_rendered_script_runs_the_exact_command(tmp_path: Path) -> None:
     workdir = tmp_path / "work dir 'q' \"d\""
     workdir.mkdir()
-    record = (
-        'for a in "$@"; do printf "%s\\0" "$a"; done > args.bin; '
-        'printf "%s" "$NASTY_ENV" > env.txt; exit 3'
-    )
-    job = make_job(workdir, ("sh", "-c", record, "sh", *NASTY), env={"NASTY_ENV": "a'b\"$(c);\nd"})
-    script = Path(job.script_path)
-    script.parent.mkdir(parents=True)
-    script.write_text(D.render_script(job))
-    proc = subprocess.run(
-        ["/bin/sh", str(script)], cwd=tmp_path, capture_output=True, timeout=30, check=False
-    )
-    assert proc.returncode == 3
-    assert (workdir / "args.bin").read_bytes().split(b"\0")[:-1] == [a.encode() for a in NASTY]
-    assert (workdir / "env.txt").read_text() == "a'b\"$(c);\nd"
+    job = make_job(workdir, recording_argv(3), env={"NASTY_ENV": "a'b\"$(c);\nd"})
+    assert run_rendered(D, job, tmp_path) == 3
+    assert recorded(workdir) == (list(NASTY), "a'b\"$(c);\nd")
     assert not (workdir / "pwned").exists() and not (tmp_path / "pwned").exists()
     assert parse_exit_file(Path(job.exit_path).read_text()).exit_code == 3
 
@@ -366,6 +344,7 @@ def test_parsers_on_mutated_fixtures(which: int, cut: int, insert: str, status: 
 
 
 # --- round trip through the fake ---------------------------------------------------------------
+
 
 def fake_head(tmp_path: Path, **config: Any) -> DialectHead:
     return DialectHead(tmp_path, D, "htcondor", **config)

@@ -486,6 +486,8 @@ PARSERS: list[Callable[[LsfDialect, str, str, int], object]] = [
     lambda d, o, e, s: d.parse_cancel(o, e, s),
     lambda d, o, e, s: d.parse_version(o, e, s),
 ]
+
+
 @st.composite
 def mutated(draw: st.DrawFn) -> str:
     text = draw(st.sampled_from(SAMPLES))

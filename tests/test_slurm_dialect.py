@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from tests.helpers.fuzzing import (
     only_our_errors,
     parsers_of,
 )
+from tests.helpers.scripts import NASTY, recorded, recording_argv, run_rendered
 
 D = SlurmDialect()
 
@@ -321,7 +321,13 @@ def test_argv_shapes() -> None:
     job = make_job("/w", ("true",))
     assert D.submit_argv(job) == ["sbatch", "--parsable", "/w/.schedulerd/sd-1-1.sh"]
     assert D.status_argv("alice", ["1"]) == [
-        "env", "SLURM_TIME_FORMAT=%s", "squeue", "-u", "alice", "-o", SQUEUE_FORMAT,
+        "env",
+        "SLURM_TIME_FORMAT=%s",
+        "squeue",
+        "-u",
+        "alice",
+        "-o",
+        SQUEUE_FORMAT,
     ]  # fmt: skip (with the header: the header alone is an empty queue)
     hist = D.history_argv("alice", ["1", "2_3"], 1_700_000_000.0)
     assert hist is not None
@@ -389,39 +395,13 @@ def test_rejects_values_that_would_break_directives(kw: dict[str, object]) -> No
 
 # --- the rendered script runs ------------------------------------------------------------------
 
-NASTY = (
-    "it's",
-    'say "hi"',
-    "$(touch pwned)",
-    "a; rm -rf nothing",
-    "two\nlines",
-    "$HOME",
-    "`id`",
-    "",
-)
-
 
 def test_rendered_script_runs_the_exact_command(tmp_path: Path) -> None:
     workdir = tmp_path / "work dir $(x) 'q'"
     workdir.mkdir()
-    record = (
-        'for a in "$@"; do printf "%s\\0" "$a"; done > args.bin; '
-        'printf "%s" "$NASTY_ENV" > env.txt; exit 7'
-    )
-    job = make_job(
-        workdir,
-        ("sh", "-c", record, "sh", *NASTY),
-        env={"NASTY_ENV": "x'y\"$(z);\nw"},
-    )
-    script = Path(job.script_path)
-    script.parent.mkdir(parents=True)
-    script.write_text(D.render_script(job))
-    proc = subprocess.run(
-        ["/bin/sh", str(script)], cwd=tmp_path, capture_output=True, timeout=30, check=False
-    )
-    assert proc.returncode == 7
-    assert (workdir / "args.bin").read_bytes().split(b"\0")[:-1] == [a.encode() for a in NASTY]
-    assert (workdir / "env.txt").read_text() == "x'y\"$(z);\nw"
+    job = make_job(workdir, recording_argv(7), env={"NASTY_ENV": "x'y\"$(z);\nw"})
+    assert run_rendered(D, job, tmp_path) == 7
+    assert recorded(workdir) == (list(NASTY), "x'y\"$(z);\nw")
     assert not (workdir / "pwned").exists() and not (tmp_path / "pwned").exists()
     record_ = parse_exit_file(Path(job.exit_path).read_text())
     assert record_.exit_code == 7
@@ -456,6 +436,7 @@ def test_parsers_on_mutated_fixtures(which: int, cut: int, insert: str, status: 
 
 
 # --- round trip through the fake ---------------------------------------------------------------
+
 
 def fake_head(tmp_path: Path, **config: Any) -> DialectHead:
     return DialectHead(tmp_path, D, "slurm", **config)

@@ -20,7 +20,13 @@ from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 from tests.conftest import FIXTURES
 from tests.fakebatch.core import gated
 from tests.helpers.dialect_head import DialectHead
-from tests.helpers.fuzzing import FUZZ_MORE, apply_edits, only_our_errors, parsers_of
+from tests.helpers.fuzzing import (
+    EDITS,
+    FUZZ_MORE,
+    only_our_errors,
+    only_our_errors_after_edits,
+    parsers_of,
+)
 
 D = TorqueDialect()
 
@@ -308,14 +314,9 @@ def test_fuzz_arbitrary_text(text: str, stderr: str, status: int) -> None:
 
 
 @FUZZ_MORE
-@given(
-    st.sampled_from(FIXTURE_TEXTS or [""]),
-    st.lists(st.tuples(st.integers(0, 20000), st.integers(0, 40), st.text(max_size=8)), max_size=6),
-)
+@given(st.sampled_from(FIXTURE_TEXTS or [""]), EDITS)
 def test_fuzz_mutated_fixtures(base: str, edits: list[tuple[int, int, str]]) -> None:
-    text = apply_edits(base, edits)
-    only_our_errors(PARSERS, text, "", 0)
-    only_our_errors(PARSERS, text, text, 1)
+    only_our_errors_after_edits(PARSERS, base, edits)
 
 
 # --- the rendered script -------------------------------------------------------------------

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from schedulerd.drivers.dialect import Dialect
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
@@ -21,6 +22,12 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 #: 300 examples, no deadline, no example database
 FUZZ_MORE = settings(
     max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+#: edits for ``apply_edits``: up to six (position, characters cut, insert)
+EDITS = st.lists(
+    st.tuples(st.integers(0, 20000), st.integers(0, 40), st.text(max_size=8)), max_size=6
 )
 
 
@@ -73,3 +80,13 @@ def apply_edits(text: str, edits: Iterable[tuple[int, int, str]]) -> str:
         pos = pos % (len(text) + 1)
         text = text[:pos] + insert + text[pos + cut :]
     return text
+
+
+def only_our_errors_after_edits(
+    parsers: Iterable[Parser], base: str, edits: Iterable[tuple[int, int, str]]
+) -> None:
+    """``only_our_errors`` on ``base`` edited: as a success's stdout, then as a failure's
+    stdout and stderr."""
+    text = apply_edits(base, edits)
+    only_our_errors(parsers, text, "", 0)
+    only_our_errors(parsers, text, text, 1)
