@@ -19,7 +19,7 @@ module-level ``validate_job`` (called by ``schedulerd.jobspec`` at accept time).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from schedulerd.drivers.base import JobRequest, Observation
@@ -156,3 +156,16 @@ class ListsUserJobs(Protocol):
     def parse_list_user(self, stdout: str, stderr: str, exit_status: int) -> list[str]:
         """The ids that command printed."""
         ...
+
+
+def problems_or_render_error(problems: list[str], render: Callable[[], object]) -> list[str]:
+    """What a dialect module's ``validate_job`` answers: the ``problems`` its own checks
+    found; else the message of the ValueError that rendering the job raises (``render``:
+    the dialect's directives or submit description); else ``[]``, the job can be taken."""
+    if problems:
+        return problems
+    try:
+        render()
+    except ValueError as exc:
+        return [str(exc)]
+    return []

@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 
 from schedulerd.drivers.base import JobRequest, Observation, Phase
+from schedulerd.drivers.dialect import problems_or_render_error
 from schedulerd.drivers.htcondor_refusals import classify
 from schedulerd.drivers.shell import is_one_line
 from schedulerd.drivers.wrapper import render_wrapper
@@ -214,13 +215,7 @@ def forbidden_directives(directives: Sequence[str]) -> list[str]:
 def validate_job(job: JobRequest) -> list[str]:
     """Why condor_submit could never take ``job``; empty when it can."""
     problems = forbidden_directives(job.extra_directives)
-    if problems:
-        return problems
-    try:
-        HTCondorDialect().submit_description(job)
-    except ValueError as exc:
-        return [str(exc)]
-    return []
+    return problems_or_render_error(problems, lambda: HTCondorDialect().submit_description(job))
 
 
 def _classad_string(value: str) -> str:

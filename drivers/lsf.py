@@ -46,6 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal
 
 from schedulerd.drivers.base import JobRequest, Observation
+from schedulerd.drivers.dialect import problems_or_render_error
 from schedulerd.drivers.lsf_parse import (
     STATUS_FIELDS,
     parse_bhist,
@@ -102,13 +103,7 @@ def validate_job(job: JobRequest, dialect: LsfDialect | None = None) -> list[str
     beyond its C ints, forbidden directives); empty when it can."""
     dialect = dialect or LsfDialect()
     problems = forbidden_directives(job.extra_directives)
-    if problems:
-        return problems
-    try:
-        dialect.directives(job)
-    except ValueError as exc:
-        return [str(exc)]
-    return []
+    return problems_or_render_error(problems, lambda: dialect.directives(job))
 
 
 def _directive_word(what: str, value: str) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from schedulerd.drivers.base import JobRequest, Observation
+from schedulerd.drivers.dialect import problems_or_render_error
 from schedulerd.drivers.pbs_parse import (
     PBSPRO_STATE_MAP,
     PBSPRO_WALLTIME_EXIT,
@@ -274,13 +275,7 @@ def validate_pbs(
     """Why qsub (of ``dialect``) could never take ``job``; empty when it can."""
     problems = pbs_forbidden_directives(job.extra_directives)
     problems += pbs_limit_problems(job, max_cpus=max_cpus, system=system)
-    if problems:
-        return problems
-    try:
-        dialect.directives(job)
-    except ValueError as exc:
-        return [str(exc)]
-    return []
+    return problems_or_render_error(problems, lambda: dialect.directives(job))
 
 
 def validate_job(job: JobRequest) -> list[str]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from schedulerd.drivers.base import FINISHED_PHASES, JobRequest, Observation, Phase
+from schedulerd.drivers.dialect import problems_or_render_error
 from schedulerd.drivers.shell import is_one_line
 from schedulerd.drivers.slurm_refusals import classify, refusal_kind
 from schedulerd.drivers.wrapper import render_wrapper
@@ -313,13 +314,7 @@ def _check_limits(job: JobRequest) -> None:
 def validate_job(job: JobRequest) -> list[str]:
     """Why sbatch could never take ``job`` (empty: it can), without rendering the wrapper."""
     problems = forbidden_directives(job.extra_directives)
-    if problems:
-        return problems
-    try:
-        SlurmDialect().directives(job)
-    except ValueError as exc:
-        return [str(exc)]
-    return []
+    return problems_or_render_error(problems, lambda: SlurmDialect().directives(job))
 
 
 def _walltime(seconds: int) -> str:

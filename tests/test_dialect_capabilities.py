@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from schedulerd.daemon import create_dialect
-from schedulerd.drivers.dialect import AdaptsToVersion, ListsUserJobs, ProbesCapabilities
+from schedulerd.drivers.dialect import (
+    AdaptsToVersion,
+    ListsUserJobs,
+    ProbesCapabilities,
+    problems_or_render_error,
+)
 
 EXPECTED = {
     # system: (adapts to version, probes capabilities, lists user jobs apart)
@@ -35,3 +40,12 @@ def test_adapted_dialects_keep_their_capabilities() -> None:
     assert isinstance(torque, ProbesCapabilities)
     adapted, _ = torque.for_probe("", "qstat: invalid option -- 'x'\n", 2)
     assert isinstance(adapted, ListsUserJobs) and isinstance(adapted, ProbesCapabilities)
+
+
+def test_validate_job_answers_problems_first_then_the_render_error() -> None:
+    def fails() -> None:
+        raise ValueError("queue 'a b' has a blank")
+
+    assert problems_or_render_error(["-J is not allowed"], fails) == ["-J is not allowed"]
+    assert problems_or_render_error([], fails) == ["queue 'a b' has a blank"]
+    assert problems_or_render_error([], lambda: None) == []
