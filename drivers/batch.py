@@ -8,6 +8,11 @@ Submission writes every job's script and submits them all in ONE shell program s
 over one command's stdin; the output carries one delimited section per job. The program
 is built and its output read by :mod:`schedulerd.drivers.submit_program` (pure); this
 module only sends it and acts on the answers.
+
+Longer than ~500 lines because it is one thing: the async half of every batch system,
+one method per driver operation (submit, poll, cancel/hold/release, lookup, check), each
+a few bounded commands whose building and reading are pure and live elsewhere (the
+dialects, :mod:`~schedulerd.drivers.submit_program`, :mod:`~schedulerd.drivers.wrapper`).
 """
 
 from __future__ import annotations

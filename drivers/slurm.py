@@ -17,6 +17,11 @@ the parser accepts the compact ``%t`` codes as well. The ``sacct`` fields start 
 History without accounting: ``sacct`` on a cluster without slurmdbd answers "SLURM
 accounting storage is disabled"; :meth:`SlurmDialect.parse_history` then returns ``{}``
 (no history), and the job's exit file decides its final state.
+
+Longer than ~500 lines because it is one dialect whose parsers are methods next to the
+argv they read: ``squeue``/``sacct`` field lists and the parsers that index them are
+kept side by side so a field added to one is read by the other. The refusal table, the
+one large block of data, is apart.
 """
 
 from __future__ import annotations

@@ -27,6 +27,11 @@ that ignores TERM and outlives the command's shell is beyond its reach.)
 Authentication uses the given key files and the ssh-agent at ``SSH_AUTH_SOCK`` (or the
 default key files when none are given). ``~/.ssh/config`` is not read: every setting
 comes from :class:`SSHOptions`, so a daemon behaves the same whoever starts it.
+
+Longer than ~500 lines because it is one thing, the SSH transport: connection, backoff,
+host-key policy, bounded commands and file transfer share one connection's state, and
+each of their awaits is bounded here (the shared pieces -- private folders, the command
+result -- are in :mod:`schedulerd.drivers.transport`).
 """
 
 from __future__ import annotations
