@@ -144,7 +144,7 @@ async def test_relative_and_tilde_workdirs_run_in_the_login_directory(tmp_path: 
     (the SSH server's home here): the job runs there, its exit code comes back, its
     stdout is where job.get says (relative to the login directory)."""
     from tests.harness import wait_terminal
-    from tests.test_conformance import fake_cluster, submit
+    from tests.helpers.fake_cluster import fake_cluster, submit
 
     async with fake_cluster(tmp_path, system) as c:
         rel = await submit(c.client, ["sh", "-c", "pwd; exit 3"], workdir="adv/run{id}")
@@ -339,7 +339,7 @@ def test_a_stored_job_with_such_a_directive_fails_to_render(scheduler: str, dire
 async def test_slurm_array_directive_is_refused_at_submit_and_nothing_runs(tmp_path: Path) -> None:
     """``--array=1-3`` ran the job three times and reported one completed job."""
     from tests.harness import RpcError
-    from tests.test_conformance import fake_cluster
+    from tests.helpers.fake_cluster import fake_cluster
 
     async with fake_cluster(tmp_path, "slurm") as c:
         with pytest.raises(RpcError) as info:

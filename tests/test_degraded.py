@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from schedulerd.worker.health import DEGRADED_AFTER
 from tests.fakebatch.core import gated
-from tests.test_conformance import fake_cluster, submit, wait_state
+from tests.helpers.fake_cluster import fake_cluster, submit, wait_state
 
 
 def _schedctl(socket: Path, command: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -21,6 +20,7 @@ from tests.harness import (
     wait_terminal,
     write_config,
 )
+from tests.helpers.store_checks import assert_rows_replay
 
 
 def _config(tmp_path: Path, slots: int) -> Path:
@@ -183,19 +183,6 @@ async def test_version_counts_events_and_events_replay_rows(tmp_path: Path) -> N
         await client.call("job.hold", {"id": h})
         await wait_terminal(client, [a, b, c, h], timeout=60)
         await client.aclose()
-    db = sqlite3.connect(settings.database_path)
-    rows = {r[0]: r for r in db.execute("SELECT id, state, version, attempt, exit_code, native_id FROM jobs")}
-    for jid, state, version, attempt, exit_code, native in rows.values():
-        evs = list(db.execute("SELECT to_state, version, data FROM events WHERE job_id=? ORDER BY id", (jid,)))
-        assert len(evs) == version
-        replay: dict[str, object] = {"attempt": 1, "exit_code": None, "native_id": None}
-        for to_state, _, data in evs:
-            replay["state"] = to_state
-            for key, value in (json.loads(data) if data else {}).items():
-                if key in replay:
-                    replay[key] = value
-        assert (replay["state"], replay["attempt"], replay["exit_code"], replay["native_id"]) == (
-            state, attempt, exit_code, native), jid  # fmt: skip
-    db.close()
-    assert rows[b][1] == "failed" and rows[c][1] == "skipped" and rows[h][1] == "skipped"
+    rows = assert_rows_replay(settings.database_path)
+    assert rows[b][0] == "failed" and rows[c][0] == "skipped" and rows[h][0] == "skipped"
     _ = time

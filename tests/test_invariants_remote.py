@@ -9,16 +9,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from schedulerd.config import load_settings
 from schedulerd.daemon import create_driver
-from schedulerd.worker.jobs import job_request
 from schedulerd.state.models import NewJob
 from schedulerd.state.store import open_store
 from schedulerd.state.transitions import State
+from schedulerd.worker.jobs import job_request
 from tests.fakebatch.core import FakeHead
 from tests.harness import running_daemon, wait_terminal
+from tests.helpers.fake_cluster import SYSTEMS, USER, cluster_settings, fake_cluster, submit
 from tests.sshserver import running_ssh_server
-from tests.test_conformance import SYSTEMS, USER, cluster_toml, fake_cluster, submit
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
@@ -29,10 +28,7 @@ async def test_crash_while_submitting_adopts_or_resubmits_by_name(tmp_path: Path
     head = FakeHead.create(tmp_path / "head", bin_dir, flavor=system, user=USER)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
     async with running_ssh_server(tmp_path, env=env) as server:
-        config = tmp_path / "schedulerd.toml"
-        config.write_text(cluster_toml(system, server, tmp_path / "remote"))
-        settings = load_settings(config=config, state_dir=tmp_path / "state",
-                                 socket=tmp_path / "sd.sock", environ={})  # fmt: skip
+        settings = cluster_settings(tmp_path, system, server)
         # The state a crash leaves: both jobs have their submit intent committed; the
         # submit command of the first one ran on the head, the second one's never did.
         store = await open_store(settings.database_path)
@@ -82,10 +78,7 @@ async def test_limit_counts_foreign_jobs_at_every_instant(tmp_path: Path, system
             head.add_job(state, fmt, name=f"theirs{n}", script=str(foreign_script), workdir=str(tmp_path))
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
     async with running_ssh_server(tmp_path, env=env) as server:
-        config = tmp_path / "schedulerd.toml"
-        config.write_text(cluster_toml(system, server, tmp_path / "remote", max_jobs=4))
-        settings = load_settings(config=config, state_dir=tmp_path / "state",
-                                 socket=tmp_path / "sd.sock", environ={})  # fmt: skip
+        settings = cluster_settings(tmp_path, system, server, max_jobs=4)
         async with running_daemon(settings) as d:
             client = await d.client()
             ids = [await submit(client, ["sleep", "1"]) for _ in range(8)]

@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from tests.harness import wait_terminal
-from tests.test_conformance import SYSTEMS, fake_cluster
+from tests.helpers.fake_cluster import SYSTEMS, fake_cluster
 
 SUBMIT_COMMANDS = {"qsub", "bsub", "condor_submit", "sbatch"}
 

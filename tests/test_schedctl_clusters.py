@@ -19,7 +19,7 @@ import pytest
 
 from schedulerd import cli
 from tests.harness import daemon_process, write_config
-from tests.test_conformance import fake_cluster
+from tests.helpers.fake_cluster import fake_cluster
 
 LOCAL_CONFIG = """
 retry_base = "1s"

@@ -25,11 +25,10 @@ import anyio
 import pytest
 
 import tests.sshd as sshd_module
-from schedulerd.config import load_settings
 from tests.fakebatch.core import FakeHead
 from tests.harness import running_daemon, wait_terminal
+from tests.helpers.fake_cluster import USER, cluster_settings, submit, wait_state
 from tests.sshd import RunningSSHD, running_sshd
-from tests.test_conformance import USER, cluster_toml, submit, wait_state
 
 SYSTEMS = ["slurm", "pbspro"]
 
@@ -74,14 +73,10 @@ async def test_jobs_through_openssh_sshd(
 ) -> None:
     bin_dir = tmp_path / "bin"
     head = FakeHead.create(tmp_path / "head", bin_dir, flavor=system, user=USER, slots=100)
-    workdir = tmp_path / "remote"
     ledger = tmp_path / "ledger"
     _with_path(bin_dir, monkeypatch)
     with running_sshd(tmp_path) as sshd:
-        config = tmp_path / "schedulerd.toml"
-        config.write_text(cluster_toml(system, sshd, workdir))  # type: ignore[arg-type]
-        settings = load_settings(config=config, state_dir=tmp_path / "state",
-                                 socket=tmp_path / "sd.sock", environ={})  # fmt: skip
+        settings = cluster_settings(tmp_path, system, sshd)  # type: ignore[arg-type]
         async with running_daemon(settings) as daemon:
             client = await daemon.client()
             try:

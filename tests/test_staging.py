@@ -23,7 +23,7 @@ import pytest
 from schedulerd.drivers import staging
 from tests.fakebatch.core import gated
 from tests.harness import RpcError, local_settings, running_daemon, wait_terminal
-from tests.test_conformance import fake_cluster
+from tests.helpers.fake_cluster import fake_cluster
 
 INVALID_SPEC = -32010
 MAKE_OUTPUTS = (

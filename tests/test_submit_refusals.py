@@ -8,7 +8,7 @@ from pathlib import Path
 
 import anyio
 
-from tests.test_conformance import fake_cluster, wait_state
+from tests.helpers.fake_cluster import fake_cluster, wait_state
 
 
 def _submits(calls: list[list[str]]) -> int:

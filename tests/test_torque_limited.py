@@ -8,11 +8,10 @@ from pathlib import Path
 
 import anyio
 
-from schedulerd.config import load_settings
 from tests.fakebatch.core import FakeHead
 from tests.harness import running_daemon, wait_terminal
+from tests.helpers.fake_cluster import USER, cluster_settings, submit, wait_state
 from tests.sshserver import running_ssh_server
-from tests.test_conformance import USER, cluster_toml, submit, wait_state
 
 
 async def test_jobs_on_a_limited_torque_head_reach_their_final_state(tmp_path: Path) -> None:
@@ -22,11 +21,7 @@ async def test_jobs_on_a_limited_torque_head_reach_their_final_state(tmp_path: P
                            qstat_limited=True, keep_finished_in_queue=60)  # fmt: skip
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
     async with running_ssh_server(tmp_path, env=env) as server:
-        config = tmp_path / "schedulerd.toml"
-        config.write_text(cluster_toml("torque", server, tmp_path / "remote"))
-        settings = load_settings(config=config, state_dir=tmp_path / "state",
-                                 socket=tmp_path / "sd.sock", environ={})  # fmt: skip
-        async with running_daemon(settings) as daemon:
+        async with running_daemon(cluster_settings(tmp_path, "torque", server)) as daemon:
             client = await daemon.client()
             try:
                 report = await client.call("clusters.check", {"name": "head"})

@@ -26,7 +26,7 @@ from schedulerd.cli import Client
 from schedulerd.state.transitions import State, is_final
 from tests.fakebatch.core import gated
 from tests.harness import daemon_process, local_config, local_settings, running_daemon
-from tests.test_conformance import fake_cluster, submit, wait_state
+from tests.helpers.fake_cluster import fake_cluster, submit, wait_state
 
 # the second attempt of a failing job starts this long after the first failed: `wait`
 # seeing the first failure and returning is then plain to see
