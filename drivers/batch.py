@@ -139,7 +139,7 @@ class BatchDriver:
             return parse(res.stdout, res.stderr, res.exit_status)
         base = argv[: len(argv) - len(ids)]
         found: dict[str, Observation] = {}
-        if argv[len(base):] == ids and build(ids[:1]) == [*base, ids[0]]:
+        if argv[len(base) :] == ids and build(ids[:1]) == [*base, ids[0]]:
             script = f'{shlex.join(base)} "$@"; echo {ID_BATCH_MARK}'
             command = shlex.join(["xargs", "-n", str(XARGS_IDS), "sh", "-c", script, "sh"])
             res = await self._run(command, input="".join(f"{i}\n" for i in ids))
@@ -268,7 +268,9 @@ class BatchDriver:
                         # look the name up before it is offered again (invariant 2)
                         maybe_queued.append(job)
                 except ParseError as exc:
-                    self._log.warning("submit_output_unparsed", job_id=job.job_id, error=exc.message)
+                    self._log.warning(
+                        "submit_output_unparsed", job_id=job.job_id, error=exc.message
+                    )
                     unparsed.append(job)
                 else:
                     results[job.job_id] = SubmitResult(job_id=job.job_id, native_id=native)
@@ -278,7 +280,9 @@ class BatchDriver:
                 for job in maybe_queued:
                     queued = found.get(job.name)
                     if queued is not None:
-                        self._log.info("refused_submit_found_queued", job_id=job.job_id, native_id=queued)
+                        self._log.info(
+                            "refused_submit_found_queued", job_id=job.job_id, native_id=queued
+                        )
                         results[job.job_id] = SubmitResult(job_id=job.job_id, native_id=queued)
             if unparsed:
                 for job in unparsed:
@@ -297,11 +301,14 @@ class BatchDriver:
         await self._ensure_version()
         self._polls += 1
         known = [a for a in active if not a.native_id.startswith(UNKNOWN_PREFIX)]
-        queue = await self._query_ids(
-            lambda ids: self.dialect.status_argv(self.user, ids),
-            self.dialect.parse_status,
-            [a.native_id for a in known],
-        ) or {}
+        queue = (
+            await self._query_ids(
+                lambda ids: self.dialect.status_argv(self.user, ids),
+                self.dialect.parse_status,
+                [a.native_id for a in known],
+            )
+            or {}
+        )
         ours = {a.native_id for a in active}
         if self._lists_all_user_jobs():
             self._foreign_jobs = sum(
@@ -352,11 +359,14 @@ class BatchDriver:
         if real:
             since = min(a.submitted_at for a in real) - 3600
             try:
-                history = await self._query_ids(
-                    lambda ids: self.dialect.history_argv(self.user, ids, since),
-                    self.dialect.parse_history,
-                    [a.native_id for a in real],
-                ) or {}
+                history = (
+                    await self._query_ids(
+                        lambda ids: self.dialect.history_argv(self.user, ids, since),
+                        self.dialect.parse_history,
+                        [a.native_id for a in real],
+                    )
+                    or {}
+                )
             except RemoteCommandError as exc:
                 if exc.transient:
                     raise TransportError(f"history: {exc.message}") from exc
@@ -434,11 +444,14 @@ class BatchDriver:
             if not ids:
                 queue: dict[str, Observation] = {}
             else:
-                queue = await self._query_ids(
-                    lambda chunk: self.dialect.status_argv(self.user, chunk),
-                    self.dialect.parse_status,
-                    ids,
-                ) or {}
+                queue = (
+                    await self._query_ids(
+                        lambda chunk: self.dialect.status_argv(self.user, chunk),
+                        self.dialect.parse_status,
+                        ids,
+                    )
+                    or {}
+                )
         else:
             res = await self._run(self.dialect.status_argv(self.user, []))
             queue = self.dialect.parse_status(res.stdout, res.stderr, res.exit_status)
@@ -471,24 +484,33 @@ class BatchDriver:
         async def connect() -> str:
             res = await self._run("echo schedulerd-check")
             if "schedulerd-check" not in res.stdout:
-                raise RemoteCommandError(f"unexpected answer {res.stdout[:100]!r} {res.stderr[:200]!r}")
+                raise RemoteCommandError(
+                    f"unexpected answer {res.stdout[:100]!r} {res.stderr[:200]!r}"
+                )
             return "connected"
 
         if not await step("connect", connect()):
             return checks
 
         async def commands() -> str:
-            probe = JobRequest(job_id=0, attempt=0, name="sd-check-0", argv=("true",), workdir=self.workdir or ".")
+            probe = JobRequest(
+                job_id=0, attempt=0, name="sd-check-0", argv=("true",), workdir=self.workdir or "."
+            )
             names = sorted({self.dialect.submit_argv(probe)[0], self.dialect.status_argv(self.user, ["1"])[0],
                             self.dialect.cancel_argv(["1"])[0]} - {"sh"})  # fmt: skip
             res = await self._run("for c in " + " ".join(map(shlex.quote, names)) +
                                   '; do command -v "$c" >/dev/null || echo "missing $c"; done')  # fmt: skip
-            missing = [line.split(" ", 1)[1] for line in res.stdout.splitlines() if line.startswith("missing ")]
+            missing = [
+                line.split(" ", 1)[1]
+                for line in res.stdout.splitlines()
+                if line.startswith("missing ")
+            ]
             if missing:
                 raise RemoteCommandError(f"not on PATH: {', '.join(missing)}")
             return ", ".join(names)
 
         await step("commands", commands())
+
         async def version() -> str:
             # an unknown version is a warning, not a failure: nothing depends on it
             # unless the dialect adapts to it (for_version), and such a dialect keeps
@@ -519,7 +541,9 @@ class BatchDriver:
             q = shlex.quote(self.workdir)
             res = await self._run(f"mkdir -p -- {q} && test -w {q} && echo ok")
             if res.stdout.strip() != "ok":
-                raise RemoteCommandError(f"{self.workdir} is not writable: {res.stderr.strip()[:200]}")
+                raise RemoteCommandError(
+                    f"{self.workdir} is not writable: {res.stderr.strip()[:200]}"
+                )
             return f"{self.workdir} writable"
 
         workdir_ok = await step("workdir", workdir())

@@ -323,7 +323,9 @@ class SSHTransport:
         command: str,
         *,
         input: str | None = None,
-        timeout: float = 60.0,
+        # the command's own deadline: it also bounds timeout(1) on the head, which a
+        # caller's fail_after could not
+        timeout: float = 60.0,  # noqa: ASYNC109
     ) -> CommandResult:
         """Run ``command`` through the head's login shell; a non-zero exit is no error.
 
@@ -655,9 +657,7 @@ def wrap_in_timeout(command: str, seconds: float) -> str:
     # group (its setpgid fails for a session leader) and what it signals is everything
     # the command started; otherwise it would move itself and the command to a group of
     # their own, out of reach of whoever ends the session
-    return "exec " + shlex.join(
-        ["timeout", "-k", str(_KILL_GRACE), duration, "sh", "-c", command]
-    )
+    return "exec " + shlex.join(["timeout", "-k", str(_KILL_GRACE), duration, "sh", "-c", command])
 
 
 def unwrap_timeout(sent: str) -> str:

@@ -55,7 +55,7 @@ LIST_OUTPUTS_SCRIPT = (
     '[ -f "$f" ] || continue; '
     'if [ -L "$f" ]; then r=$(readlink -f -- "$f" 2>/dev/null) || r=; '
     'else case "$f" in */*) r=$(cd -P -- "${f%/*}" 2>/dev/null && pwd -P)/${f##*/} || r= ;; '
-    '*) r=$W/$f ;; esac; fi; '
+    "*) r=$W/$f ;; esac; fi; "
     'printf "F%s\\0%s\\0" "$f" "$r"; '
     "done; done; exit 0"
 )
@@ -78,7 +78,9 @@ def validate_inputs(paths: Sequence[str]) -> list[str]:
         if not name or name in (".", "..") or name in RESERVED_NAMES:
             raise ValueError(f"inputs: {path!r} does not name a file")
         if name in seen:
-            raise ValueError(f"inputs: {seen[name]!r} and {path!r} would both be {name!r} in the workdir")
+            raise ValueError(
+                f"inputs: {seen[name]!r} and {path!r} would both be {name!r} in the workdir"
+            )
         seen[name] = path
     return list(paths)
 

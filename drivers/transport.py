@@ -64,7 +64,13 @@ class Transport(Protocol):
     """A place where commands run: this machine, or a head node over SSH."""
 
     async def run(
-        self, command: str, *, input: str | None = None, timeout: float = 60.0
+        # the deadline is the command's, enforced by the transport (and on the head by
+        # timeout(1) over SSH), not a scope the caller could wrap in fail_after
+        self,
+        command: str,
+        *,
+        input: str | None = None,
+        timeout: float = 60.0,  # noqa: ASYNC109
     ) -> CommandResult:
         """Run ``command`` through the login shell of the head; feed it ``input``."""
         ...
@@ -91,7 +97,13 @@ class LocalTransport:
         self._env = env
 
     async def run(
-        self, command: str, *, input: str | None = None, timeout: float = 60.0
+        # the deadline is the command's, enforced by the transport (and on the head by
+        # timeout(1) over SSH), not a scope the caller could wrap in fail_after
+        self,
+        command: str,
+        *,
+        input: str | None = None,
+        timeout: float = 60.0,  # noqa: ASYNC109
     ) -> CommandResult:
         env = None if self._env is None else {**os.environ, **self._env}
         try:

@@ -58,9 +58,11 @@ def render_wrapper(job: JobRequest, directives: Sequence[str] = ()) -> str:
         "__sd_signal=",
         "__sd_record() {",
         '    __sd_tmp="$__sd_dir/.tmp.$$.exit"',
-        "    printf 'exit_code=%s\\nstarted=%s\\nfinished=%s\\nsignal=%s\\n' "
-        '"$1" "$__sd_started" "$(date +%s)" "$__sd_signal" > "$__sd_tmp" '
-        '&& mv -f -- "$__sd_tmp" "$__sd_exit"',
+        (
+            "    printf 'exit_code=%s\\nstarted=%s\\nfinished=%s\\nsignal=%s\\n' "
+            '"$1" "$__sd_started" "$(date +%s)" "$__sd_signal" > "$__sd_tmp" '
+            '&& mv -f -- "$__sd_tmp" "$__sd_exit"'
+        ),
         "}",
         "__sd_on_signal() {",
         "    __sd_signal=$1; __sd_signal_rc=$2",
@@ -140,7 +142,7 @@ def read_exit_files_command(paths: Iterable[str]) -> tuple[str, str]:
     so 5,000 of them fit (an SSH packet or a single argument would not)."""
     script = (
         'while IFS= read -r f; do if [ -f "$f" ]; then '
-        f"printf '{EXIT_MARKER}%s\\n' \"$f\"; cat -- \"$f\"; echo; fi; done"
+        f'printf \'{EXIT_MARKER}%s\\n\' "$f"; cat -- "$f"; echo; fi; done'
     )
     return shlex.join(["sh", "-c", script]), "".join(f"{p}\n" for p in paths)
 
