@@ -2,27 +2,11 @@
 ``condor_q``, ``condor_history``, ``condor_rm``/``hold``/``release`` are classed
 (transient, permanent, auth), one row per wording with its source and a real sample.
 Used by :mod:`schedulerd.drivers.htcondor`. Pure data.
-
-Its rows keep their pattern as text (searched case-insensitively over the whole output,
-like :func:`schedulerd.drivers.refusals.refusal`), so a test names each row by it.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Literal, NamedTuple
-
-Kind = Literal["transient", "permanent", "auth"]
-
-
-class Refusal(NamedTuple):
-    """One row of :data:`REFUSALS`."""
-
-    pattern: str  # searched (case-insensitive) in the command's whole stdout + stderr
-    kind: Kind  # transient: retry later; permanent: this job never; auth: our credentials
-    source: str  # where the wording comes from (htcondor/htcondor @7491a145f6 unless noted)
-    sample: str  # a real text it matches (a capture, or the source's format string filled in)
-
+from schedulerd.drivers.refusals import Refusal, first_match, refusal
 
 #: How HTCondor's refusals read: condor_submit, and the head errors of condor_q,
 #: condor_history, condor_rm/hold/release. FIRST MATCH WINS over the whole output, so the
@@ -33,10 +17,12 @@ class Refusal(NamedTuple):
 #: ``SUBSYS:CODE:message`` frame a line (CondorError::getFullText(true)); codes from
 #: src/condor_includes/condor_error_codes.h. A refusal no row matches is permanent
 #: (condor_submit exits 1 with an ``ERROR:`` line: the job was not submitted); a failed
-#: query or job action no row matches is a permanent RemoteCommandError.
+#: query or job action no row matches is a permanent RemoteCommandError. Sources are
+#: htcondor/htcondor @7491a145f6 unless noted; a sample is a capture or the source's
+#: format string filled in.
 REFUSALS: tuple[Refusal, ...] = (
     # --- our credentials: authentication and authorisation (no retry can fix them) ---
-    Refusal(
+    refusal(
         r"\bSECMAN:20(?:08|09|10):",
         "auth",
         "src/condor_io/condor_secman.cpp l.2306, l.2518 (2010 AUTHORIZATION_FAILED), l.1236"
@@ -44,7 +30,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "ERROR: Failed to connect to local queue manager\n"
         'SECMAN:2010:Received "DENIED" from server for user build@07a87ab21a6b using method FS.',
     ),
-    Refusal(
+    refusal(
         r"\bAUTHENTICATE:1003:",
         "auth",
         "src/condor_io/authentication.cpp l.332 (OUT_OF_METHODS); sample: DIRACGrid/DIRAC"
@@ -53,7 +39,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "AUTHENTICATE:1003:Failed to authenticate with any method\n"
         "AUTHENTICATE:1004:Failed to authenticate using SCITOKENS",
     ),
-    Refusal(
+    refusal(
         # handshake = the exchange of method lists; it fails when the socket does
         r"\bAUTHENTICATE:1002:",
         "transient",
@@ -61,7 +47,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "ERROR: Failed to connect to local queue manager\n"
         "AUTHENTICATE:1002:Failure performing handshake",
     ),
-    Refusal(
+    refusal(
         # the deadline ran out while methods were left to try (1003 comes first when none)
         r"\bAUTHENTICATE:1006:",
         "transient",
@@ -70,26 +56,26 @@ REFUSALS: tuple[Refusal, ...] = (
         "ERROR: Failed to connect to local queue manager\n"
         "AUTHENTICATE:1006:exceeded 1506425125 deadline during authentication",
     ),
-    Refusal(
+    refusal(
         r"\bAUTHENTICATE:100\d:",
         "auth",
         "src/condor_io/authentication.cpp l.400, l.410 (1004 METHOD_FAILED), 1001/1005/1007"
         " (NOT_BUILT/KEYEXCHANGE/PLUGIN); sample: DIRACGrid/DIRAC issue #8048",
         "AUTHENTICATE:1004:Failed to authenticate using SCITOKENS",
     ),
-    Refusal(
+    refusal(
         r"\bSCITOKENS:\d+:",
         "auth",
         "src/condor_utils/condor_scitokens.cpp l.270-361",
         "SCITOKENS:2:Failed to verify token and generate ACLs: token expired",
     ),
-    Refusal(
+    refusal(
         r"\bTOKEN:\d+:",
         "auth",
         "src/condor_utils/store_cred.cpp l.2639, l.2704 (IDTOKENS files)",
         "TOKEN:1:Failed to read file /home/alice/.condor/tokens.d/ap.token securely.",
     ),
-    Refusal(
+    refusal(
         r"\bGSI:\d+:",
         "auth",
         "usegalaxy-eu/infrastructure-playbook PR #855 (condor_rm -name, fixture"
@@ -97,34 +83,34 @@ REFUSALS: tuple[Refusal, ...] = (
         "GSI:5003:Failed to authenticate.  Globus is reporting error (851968:50).  There is"
         " probably a problem with your credentials.  (Did you run grid-proxy-init?)",
     ),
-    Refusal(
+    refusal(
         r"\bPermission denied to (?:remove|force removal of|transfer and remove|hold|release)"
         r" job \d+\.\d+",
         "auth",
         "src/condor_daemon_client/dc_schedd.cpp l.1630 (AR_PERMISSION_DENIED)",
         "Permission denied to remove job 123.4",
     ),
-    Refusal(
+    refusal(
         r"\bUnknown User \S+\. Use condor_qusers\b",
         "auth",
         "src/condor_schedd.V6/qmgmt.cpp l.3815",
         "ERROR: Unknown User alice@ap1.example.org. Use condor_qusers to add user before"
         " submitting jobs.\nUser is disabled",
     ),
-    Refusal(
+    refusal(
         r"\bUser (?:\S+ )?is disabled\b",
         "auth",
         "src/condor_schedd.V6/qmgmt.cpp l.3847-3849; src/condor_submit.V6/submit.cpp l.2228",
         "ERROR: User alice@ap1.example.org is disabled\nUser is disabled",
     ),
-    Refusal(
+    refusal(
         r"\bThe given user is not allowed to own jobs\b",
         "auth",
         "src/condor_submit.V6/submit.cpp l.2230 (NEWJOB_ERR_DISALLOWED_USER)",
         "ERROR: Failed to create new User record for alice.\n"
         "The given user is not allowed to own jobs",
     ),
-    Refusal(
+    refusal(
         r"\bNo credential stored for\b",
         "auth",
         "src/condor_submit.V6/submit.cpp l.836",
@@ -132,7 +118,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "\tcondor_store_cred add",
     ),
     # --- caps that the same job meets again (before the limits: same "would exceed") ---
-    Refusal(
+    refusal(
         r"\bwould exceed MAX_JOBS_PER_SUBMISSION\b",
         "permanent",
         "src/condor_submit.V6/submit.cpp l.2301-2303; qmgmt.cpp l.3969 (a cap per submit: a"
@@ -140,26 +126,26 @@ REFUSALS: tuple[Refusal, ...] = (
         "ERROR: Failed to create proc\n"
         "Number of submitted jobs would exceed MAX_JOBS_PER_SUBMISSION",
     ),
-    Refusal(
+    refusal(
         r"\bwould exceed -maxjobs\b",
         "permanent",
         "src/condor_submit.V6/submit.cpp l.2286",
         "ERROR: Number of submitted jobs would exceed -maxjobs (0)",
     ),
-    Refusal(
+    refusal(
         r"\bNumber of submitted clusters would exceed \d+ and -single-cluster\b",
         "permanent",
         "src/condor_submit.V6/submit.cpp l.2211",
         "ERROR: Number of submitted clusters would exceed 1 and -single-cluster was specified",
     ),
-    Refusal(
+    refusal(
         r"\bSUBMIT_MAX_PROCS_IN_CLUSTER\b",
         "permanent",
         "src/condor_submit.V6/submit.cpp l.2310",
         "ERROR: number of procs exceeds SUBMIT_MAX_PROCS_IN_CLUSTER",
     ),
     # --- the schedd's limits on jobs in the queue: they pass as jobs leave ---
-    Refusal(
+    refusal(
         r"\bMAX_JOBS_SUBMITTED\b",
         "transient",
         "src/condor_schedd.V6/qmgmt.cpp l.3791 (NewCluster), l.3920 (NewProc);"
@@ -167,7 +153,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "ERROR: MAX_JOBS_SUBMITTED exceeded. Current=10000, Limit=10000\n"
         "Number of submitted jobs would exceed MAX_JOBS_SUBMITTED",
     ),
-    Refusal(
+    refusal(
         r"\bMAX_JOBS_PER_OWNER\b",
         "transient",
         "src/condor_schedd.V6/qmgmt.cpp l.3957 (NewProc); src/condor_submit.V6/submit.cpp"
@@ -175,14 +161,14 @@ REFUSALS: tuple[Refusal, ...] = (
         "ERROR: Failed to create proc\nNumber of submitted jobs would exceed MAX_JOBS_PER_OWNER",
     ),
     # --- the site's policy on the job itself ---
-    Refusal(
+    refusal(
         r"\bSubmit requirement \S+ (?:not met|evaluated to non-boolean|failed to evaluate)",
         "permanent",
         "src/condor_schedd.V6/schedd.cpp l.21020-21056 (checkSubmitRequirements)",
         "ERROR: Failed to commit job submission into the queue.\n"
         "ERROR: Submit requirement NotStandardUniverse not met.",
     ),
-    Refusal(
+    refusal(
         # the second ERROR line is the admin's SUBMIT_REQUIREMENT_<NAME>_REASON when set
         r"\bFailed to commit job submission into the queue\b",
         "permanent",
@@ -191,7 +177,7 @@ REFUSALS: tuple[Refusal, ...] = (
         "Submitting job(s).\nERROR: Failed to commit job submission into the queue.\n"
         "ERROR: This pool does not accept standard universe jobs.",
     ),
-    Refusal(
+    refusal(
         r"doesn't contain any \"queue\" commands",
         "permanent",
         "src/condor_submit.V6/submit.cpp l.965",
@@ -199,7 +185,7 @@ REFUSALS: tuple[Refusal, ...] = (
         " queued",
     ),
     # --- the schedd could not answer now ---
-    Refusal(
+    refusal(
         # the limits and user checks above print their own line after it; bare, it is the
         # schedd failing the call (seen under load: dmwm/WMCore issue #9381)
         r"\bFailed to create (?:new )?(?:cluster|proc)\b",
@@ -207,20 +193,20 @@ REFUSALS: tuple[Refusal, ...] = (
         "src/condor_submit.V6/submit.cpp l.2217-2219, l.2294",
         "ERROR: Failed to create cluster",
     ),
-    Refusal(
+    refusal(
         r"\bCEDAR:60\d\d:",
         "transient",
         "src/condor_daemon_client/daemon.cpp l.556 (6001 CONNECT_FAILED; 6002-6009 socket errors)",
         "ERROR: Failed to connect to local queue manager\n"
         "CEDAR:6001:Failed to connect to <127.0.0.1:9618?addrs=127.0.0.1-9618&noUDP&sock=schedd_1>",
     ),
-    Refusal(
+    refusal(
         r"\bSECMAN:2003:",
         "transient",
         "src/condor_io/condor_secman.cpp l.1361, l.1376 (CONNECT_FAILED)",
         "SECMAN:2003:TCP connection to <192.0.2.7:9618> failed.",
     ),
-    Refusal(
+    refusal(
         # alone, a socket write that failed: a busy schedd (it follows a refused
         # authentication only together with the AUTHENTICATE/SECMAN:2010 lines above)
         r"\bSECMAN:2007:",
@@ -231,39 +217,35 @@ REFUSALS: tuple[Refusal, ...] = (
         "sock=39334_efb7_3> : xd-login.opensciencegrid.org\n"
         "SECMAN:2007:Failed to end classad message.",
     ),
-    Refusal(
+    refusal(
         r"^-- Failed to fetch ads from:",
         "transient",
         "src/condor_q.V6/queue.cpp l.4098 (the error stack follows; rows above read it)",
         "-- Failed to fetch ads from: <192.0.2.7:9618> : ap1.example.org",
     ),
-    Refusal(
+    refusal(
         r"\bFailed to connect to (?:local )?queue manager\b",
         "transient",
         "src/condor_submit.V6/submit.cpp l.2050, l.2054 (the error stack follows; rows above"
         " read it)",
         "ERROR: Failed to connect to local queue manager",
     ),
-    Refusal(
+    refusal(
         r"\bCan't find address of (?:local )?schedd\b|\bCould not find the local condor_schedd\b",
         "transient",
         "src/condor_submit.V6/submit.cpp l.766-769; src/condor_q.V6/queue.cpp l.679; sample:"
         " cms-sw/genproductions issue #1177",
         "ERROR: Can't find address of local schedd",
     ),
-    Refusal(
+    refusal(
         r"\bUnable to send request to remote\b",
         "transient",
         "src/condor_tools/history.cpp l.1205",
         "Unable to send request to remote schedd; likely a server or network error.",
     ),
 )
-_REFUSALS = tuple((re.compile(row.pattern, re.IGNORECASE | re.MULTILINE), row) for row in REFUSALS)
 
 
 def classify(text: str) -> Refusal | None:
     """The first row of :data:`REFUSALS` that matches ``text``, or None."""
-    for pattern, row in _REFUSALS:
-        if pattern.search(text):
-            return row
-    return None
+    return first_match(REFUSALS, text)

@@ -10,7 +10,8 @@ import pytest
 
 from schedulerd.drivers.base import Phase
 from schedulerd.drivers.htcondor import ATTRIBUTES, HTCondorDialect
-from schedulerd.drivers.htcondor_refusals import REFUSALS, Refusal, classify
+from schedulerd.drivers.htcondor_refusals import REFUSALS, classify
+from schedulerd.drivers.refusals import Refusal
 from schedulerd.errors import ParseError, RemoteCommandError, SubmitRejected
 
 D = HTCondorDialect()
