@@ -1,5 +1,8 @@
 """The LSF dialect: real outputs, fuzzing, the rendered script, and a round trip through
-the fake LSF head (tests/fakebatch/lsf.py)."""
+the fake LSF head (tests/fakebatch/lsf.py).
+
+Longer than most modules: one file per dialect keeps every test of it in one place, and
+LSF has three bjobs output shapes (JSON, delimited, wide) each with its real captures."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Slurm dialect: real outputs, fuzzing, the rendered script, and a round trip through the fake."""
+"""Slurm dialect: real outputs, fuzzing, the rendered script, and a round trip through the fake.
+
+Longer than most modules: one file per dialect keeps every test of it in one place (squeue
+and sacct each with their real captures and state table)."""
 
 from __future__ import annotations
 
