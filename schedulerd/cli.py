@@ -5,17 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import shlex
-import socket
 import sys
 import textwrap
 import time
 import uuid
-from collections import deque
 from datetime import datetime
 from typing import Any, NoReturn
 
+from schedulerd.client import Client, RpcError
 from schedulerd.config import default_socket_path, default_state_dir, load_settings
 from schedulerd.errors import (
     EXIT_STATUS_SUMMARY,
@@ -23,7 +21,6 @@ from schedulerd.errors import (
     JobNotFound,
     SchedulerdError,
     UnknownDependency,
-    error_class_for_code,
 )
 from schedulerd.units import parse_duration
 
@@ -84,18 +81,6 @@ def _in_definition_order(root: type[SchedulerdError]) -> list[type[SchedulerdErr
 EXIT_CODES_HELP = exit_codes_help()
 
 
-class RemoteError(Exception):
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-    @property
-    def exit_status(self) -> int:
-        return error_class_for_code(self.code).exit_status
-
-
 class StdoutClosed(Exception):
     """Whoever read our stdout went away (``schedctl ls | head -1``)."""
 
@@ -136,85 +121,6 @@ def _err(text: str) -> None:
         pass  # nobody is listening: nothing to tell
 
 
-class Client:
-    """A blocking JSON-RPC client: one request at a time; notifications that arrive
-    meanwhile are kept for :meth:`next_notification`."""
-
-    def __init__(self, path: str, timeout: float | None = 60.0) -> None:
-        self.path = path
-        self.timeout = timeout
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(path)
-        except OSError as exc:
-            self.sock.close()
-            raise ConnectionError(f"cannot connect to schedulerd at {path}: {exc.strerror or exc}") from exc
-        self.buffer = bytearray()
-        self.scanned = 0  # bytes of buffer known to hold no newline
-        self.next_id = 1
-        self.pending: deque[dict[str, Any]] = deque()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _read(self, timeout: float | None) -> dict[str, Any] | None:
-        """The next message, or None when none is complete within ``timeout`` seconds
-        (None: wait as long as it takes; 0: only what has already arrived)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            newline = self.buffer.find(b"\n", self.scanned)
-            if newline >= 0:
-                line = bytes(self.buffer[:newline])
-                del self.buffer[: newline + 1]
-                self.scanned = 0
-                if not line.strip():
-                    continue
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise ConnectionError(f"unexpected reply {line[:200]!r}")
-                return obj
-            self.scanned = len(self.buffer)
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            readable, _, _ = select.select([self.sock], [], [], left)
-            if not readable:
-                return None
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("the daemon closed the connection")
-            self.buffer += chunk
-
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        req_id = self.next_id
-        self.next_id += 1
-        message = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params or {}}
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
-        while True:
-            reply = self._read(self.timeout)
-            if reply is None:
-                raise TimeoutError(f"no answer to {method} within {self.timeout:.0f} s")
-            if "id" not in reply and "method" in reply:
-                self.pending.append(reply)
-                continue
-            if reply.get("id") not in (req_id, None):
-                continue
-            if "error" in reply:
-                err = reply["error"]
-                raise RemoteError(int(err.get("code", -32603)), str(err.get("message")), err.get("data"))
-            return reply.get("result")
-
-    def next_notification(self, timeout: float | None) -> dict[str, Any] | None:
-        """The next notification, or None if none came within ``timeout`` (None: forever;
-        0: only one that has already arrived)."""
-        while not self.pending:
-            message = self._read(timeout)
-            if message is None:
-                return None
-            if "method" in message and "id" not in message:
-                return message
-        return self.pending.popleft()
-
-
 # --- formatting ---------------------------------------------------------------------------
 
 
@@ -247,7 +153,9 @@ def _show(job: dict[str, Any]) -> str:
         elif key == "walltime":
             value = _walltime(job.get("walltime_s"))
         elif key == "env":
-            value = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted((value or {}).items())) or "-"
+            value = (
+                " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted((value or {}).items())) or "-"
+            )
         elif key == "argv":
             value = " ".join(json.dumps(a) if " " in a or not a else a for a in value or [])
         elif key == "after":
@@ -309,7 +217,9 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         if value is not None:
             job[key] = value
     if args.workdir is not None:
-        job["workdir"] = os.path.abspath(args.workdir) if not args.workdir.startswith("~") else args.workdir
+        job["workdir"] = (
+            os.path.abspath(args.workdir) if not args.workdir.startswith("~") else args.workdir
+        )
     if args.env:
         job["env"] = _parse_env(args.env)
     if args.after:
@@ -321,11 +231,11 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     token = args.token if args.token is not None else str(uuid.uuid4())
     try:
         result = client.call("job.submit", {"job": job, "token": token})
-    except RemoteError as exc:
+    except RpcError as exc:
         if exc.code == UnknownDependency.code and isinstance(exc.data, dict):
             missing = exc.data.get("missing") or []
             if missing:  # say which option: the daemon only knows the field "after"
-                raise RemoteError(exc.code, f"--after {missing[0]}: no job with id {missing[0]}",
+                raise RpcError(exc.code, f"--after {missing[0]}: no job with id {missing[0]}",
                                   exc.data) from exc  # fmt: skip
         raise
     _out(json.dumps({"id": result["id"]}) if args.json else str(result["id"]))
@@ -386,7 +296,7 @@ def _campaign_ids(client: Client, campaign: str) -> list[int]:
             break
         params["before"] = page["next"]
     if not ids:
-        raise RemoteError(JobNotFound.code, f"campaign {campaign!r} has no jobs")
+        raise RpcError(JobNotFound.code, f"campaign {campaign!r} has no jobs")
     return ids
 
 
@@ -400,7 +310,7 @@ def _job_states(client: Client, ids: list[int]) -> tuple[int, dict[int, dict[str
         missing = result["missing"]
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise RemoteError(JobNotFound.code, f"no job with id {missing[0]}{more}",
+            raise RpcError(JobNotFound.code, f"no job with id {missing[0]}{more}",
                               {"missing": missing[:100]})  # fmt: skip
         cursor = result["cursor"] if cursor is None else min(cursor, result["cursor"])
         states.update((j["id"], j) for j in result["jobs"])
@@ -491,7 +401,11 @@ def cmd_wait(client: Client, args: argparse.Namespace) -> int:
                 _out(f"{jid}\t{final['state']}")
     if timed_out:
         return EXIT_TIMEOUT
-    return EXIT_OK if all(j["state"] == "completed" for j in states.values()) else EXIT_NOT_ALL_COMPLETED
+    return (
+        EXIT_OK
+        if all(j["state"] == "completed" for j in states.values())
+        else EXIT_NOT_ALL_COMPLETED
+    )
 
 
 def cmd_events(client: Client, args: argparse.Namespace) -> int:
@@ -606,13 +520,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket", help="control socket (env SCHEDULERD_SOCKET)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("submit", parents=[common], help="submit one job: submit [options] -- CMD [ARG...]")
-    p.add_argument("--cluster", help="configured cluster to run on (default: local, else the first)")
-    p.add_argument("--queue", help="batch queue or partition (default: the cluster's default_queue)")
-    p.add_argument("--name", help="job name: letters, digits and _.+- (default: the command's name)")
+    p = sub.add_parser(
+        "submit", parents=[common], help="submit one job: submit [options] -- CMD [ARG...]"
+    )
+    p.add_argument(
+        "--cluster", help="configured cluster to run on (default: local, else the first)"
+    )
+    p.add_argument(
+        "--queue", help="batch queue or partition (default: the cluster's default_queue)"
+    )
+    p.add_argument(
+        "--name", help="job name: letters, digits and _.+- (default: the command's name)"
+    )
     p.add_argument("--cpus", type=int, metavar="N", help="cores to request")
     p.add_argument("--memory", help="memory to request, e.g. 4G, 512M")
-    p.add_argument("--walltime", help="run time limit, e.g. 1h, 30m, 01:00:00; the job ends timeout")
+    p.add_argument(
+        "--walltime", help="run time limit, e.g. 1h, 30m, 01:00:00; the job ends timeout"
+    )
     p.add_argument("--account", help="account or project to charge")
     p.add_argument("--workdir", metavar="DIR",
                    help="directory the job runs in, on the cluster; {id} becomes the job id "
@@ -627,7 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", metavar="T",
                    help="idempotency key (1-200 characters): the same T again prints the"
                         " same id and creates nothing (default: a new random one)")  # fmt: skip
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, help="-- then the command and its arguments"
+    )
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("show", parents=[common], help="one job")
@@ -658,7 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("events", parents=[common], help="the event log")
     p.add_argument("--follow", "-f", action="store_true", help="keep streaming new events")
-    p.add_argument("--since", type=int, default=0, metavar="CURSOR", help="only events after this cursor")
+    p.add_argument(
+        "--since", type=int, default=0, metavar="CURSOR", help="only events after this cursor"
+    )
     p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("clusters", parents=[common], help="heads: list, check, drain, resume")
@@ -721,7 +649,7 @@ def _run(argv: list[str] | None) -> int:
         status = int(args.func(client, args))
         _flush_stdout()
         return status
-    except RemoteError as exc:
+    except RpcError as exc:
         _report(args, exc.exit_status, exc.message, exc.code, exc.data)
         return exc.exit_status
     except (ConnectionError, TimeoutError, OSError) as exc:
@@ -736,7 +664,9 @@ def _run(argv: list[str] | None) -> int:
         client.close()
 
 
-def _report(args: argparse.Namespace, status: int, message: str, code: int, data: Any = None) -> None:
+def _report(
+    args: argparse.Namespace, status: int, message: str, code: int, data: Any = None
+) -> None:
     if args.json:
         body: dict[str, Any] = {"error": {"code": code, "message": message}}
         if data is not None:

@@ -27,7 +27,7 @@ import structlog
 
 from schedulerd import __version__
 from schedulerd.config import ClusterConfig, Settings, load_settings
-from schedulerd.control import ControlContext, serve_control, stale_socket_at
+from schedulerd.control import serve_control, stale_socket_at
 from schedulerd.drivers.api import Driver
 from schedulerd.drivers.batch import BatchDriver
 from schedulerd.drivers.dialect import Dialect
@@ -35,6 +35,7 @@ from schedulerd.drivers.local import LocalDriver
 from schedulerd.drivers.ssh import SSHOptions, SSHTransport
 from schedulerd.drivers.transport import LocalTransport, Transport
 from schedulerd.errors import ConfigError, SchedulerdError
+from schedulerd.methods.base import ControlContext
 from schedulerd.worker.cluster import ClusterWorker, drained_key
 from schedulerd.state.store import open_store
 

@@ -1,4 +1,5 @@
-"""Test helpers: an in-process daemon, a daemon subprocess, and a small async client.
+"""Test helpers: an in-process daemon and a daemon subprocess (the client is
+``schedulerd.client``'s).
 
 Use them inside the test body (``async with running_daemon(...) as d:``), never as a
 fixture holding a task group across ``yield`` (STYLE.md rule 15).
@@ -7,7 +8,6 @@ fixture holding a task group across ``yield`` (STYLE.md rule 15).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -19,76 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.abc
 
+from schedulerd.client import AsyncClient
 from schedulerd.config import Settings, load_settings
 from schedulerd.daemon import run
 from schedulerd.state.store import Store, open_store
 
 TERMINAL = {"completed", "failed", "timeout", "lost", "cancelled", "skipped"}
-
-
-class RpcError(Exception):
-    def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(f"{error.get('code')}: {error.get('message')}")
-        self.code = int(error["code"])
-        self.message = str(error.get("message"))
-        self.data = error.get("data")
-
-
-class AsyncClient:
-    """JSON-RPC over the Unix socket; notifications are kept in ``self.notes``."""
-
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
-        self.stream = stream
-        self.buffer = b""
-        self.next_id = 1
-        self.notes: list[dict[str, Any]] = []
-
-    @classmethod
-    async def connect(cls, path: Path | str) -> AsyncClient:
-        return cls(await anyio.connect_unix(str(path)))
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-    async def send_raw(self, data: bytes) -> None:
-        await self.stream.send(data)
-
-    async def read_message(self, timeout: float = 30.0) -> dict[str, Any]:
-        with anyio.fail_after(timeout):
-            while b"\n" not in self.buffer:
-                chunk = await self.stream.receive(1 << 20)
-                self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        obj = json.loads(line)
-        assert isinstance(obj, dict)
-        return obj
-
-    async def read_reply(self, timeout: float = 30.0) -> dict[str, Any]:
-        while True:
-            msg = await self.read_message(timeout)
-            if "id" in msg:
-                return msg
-            self.notes.append(msg)
-
-    async def call(self, method: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
-        req_id = self.next_id
-        self.next_id += 1
-        line = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params or {}}
-        await self.stream.send(json.dumps(line).encode() + b"\n")
-        reply = await self.read_reply(timeout)
-        assert reply["id"] == req_id, reply
-        if "error" in reply:
-            raise RpcError(reply["error"])
-        return reply["result"]
-
-    async def next_note(self, timeout: float = 30.0) -> dict[str, Any]:
-        if self.notes:
-            return self.notes.pop(0)
-        msg = await self.read_message(timeout)
-        assert "id" not in msg, msg
-        return msg
 
 
 async def wait_terminal(client: AsyncClient, ids: list[int], timeout: float = 60.0) -> dict[int, dict[str, Any]]:

@@ -23,7 +23,7 @@ from schedulerd.drivers.batch import BatchDriver
 from schedulerd.drivers.ssh import SSHTransport
 from schedulerd.drivers.submit_program import parse_submit_program_output, render_submit_program
 from schedulerd.errors import InvalidSpec
-from schedulerd.protocol import ClusterView, JobSpecIn, build_new_jobs
+from schedulerd.jobspec import ClusterView, JobSpecIn, build_new_jobs
 from tests.fakebatch.core import FakeHead
 from tests.sshserver import SSHTestServer, running_ssh_server
 
@@ -226,7 +226,8 @@ def test_local_cluster_refuses_more_cpus_than_slots() -> None:
 
 
 async def test_local_daemon_refuses_cpus_beyond_its_slots(tmp_path: Path) -> None:
-    from tests.harness import RpcError, local_settings, running_daemon
+    from schedulerd.client import RpcError
+    from tests.harness import local_settings, running_daemon
 
     async with running_daemon(local_settings(tmp_path, slots=2)) as d:
         c = await d.client()
@@ -338,7 +339,7 @@ def test_a_stored_job_with_such_a_directive_fails_to_render(scheduler: str, dire
 @pytest.mark.timeout(120)
 async def test_slurm_array_directive_is_refused_at_submit_and_nothing_runs(tmp_path: Path) -> None:
     """``--array=1-3`` ran the job three times and reported one completed job."""
-    from tests.harness import RpcError
+    from schedulerd.client import RpcError
     from tests.helpers.fake_cluster import fake_cluster
 
     async with fake_cluster(tmp_path, "slurm") as c:

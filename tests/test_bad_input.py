@@ -28,9 +28,10 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from schedulerd.client import AsyncClient
 from schedulerd.config import Settings
 from schedulerd.control import peer_allowed
-from tests.harness import AsyncClient, DaemonHandle, local_settings, running_daemon, wait_terminal
+from tests.harness import DaemonHandle, local_settings, running_daemon, wait_terminal
 
 MAX_BYTES = 4096
 

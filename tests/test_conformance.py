@@ -13,8 +13,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from schedulerd.client import RpcError
 from tests.fakebatch.core import gated
-from tests.harness import RpcError, wait_terminal
+from tests.harness import wait_terminal
 from tests.helpers.fake_cluster import SYSTEMS, fake_cluster, submit, wait_state
 
 

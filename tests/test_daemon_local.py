@@ -8,7 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.harness import RpcError, local_settings, running_daemon, wait_terminal
+from schedulerd.client import RpcError
+from tests.harness import local_settings, running_daemon, wait_terminal
 
 
 async def test_echo_hi_completes_with_stdout(tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+from schedulerd.client import AsyncClient
 from schedulerd.config import load_settings
 from schedulerd.errors import ConfigError
-from tests.harness import AsyncClient, wait_for_socket
+from tests.harness import wait_for_socket
 
 
 def _config(path: Path, max_jobs: int) -> None:

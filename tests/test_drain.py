@@ -9,7 +9,8 @@ from typing import Any
 
 import anyio
 
-from tests.harness import AsyncClient, daemon_process, wait_terminal
+from schedulerd.client import AsyncClient
+from tests.harness import daemon_process, wait_terminal
 
 TWO_CLUSTERS = """
 [clusters.local]

@@ -22,8 +22,10 @@ import anyio
 import pytest
 
 from schedulerd import control
+from schedulerd.client import AsyncClient
 from schedulerd.errors import MessageTooLarge
-from tests.harness import AsyncClient, daemon_process, local_settings, running_daemon, write_config
+from schedulerd.methods import HANDLERS
+from tests.harness import daemon_process, local_settings, running_daemon, write_config
 
 JOBS = 3000  # enough that job.list / events replies do not fit a socket buffer
 
@@ -51,7 +53,7 @@ NOT_COVERED = {"daemon.shutdown"}  # ends the daemon by design
 
 
 def test_every_method_has_a_sample() -> None:
-    missing = set(control.HANDLERS) - set(SAMPLES) - NOT_COVERED
+    missing = set(HANDLERS) - set(SAMPLES) - NOT_COVERED
     assert not missing, f"add sample params for {sorted(missing)} to SAMPLES"
 
 
@@ -97,7 +99,7 @@ async def test_peer_hanging_up_never_ends_the_daemon(tmp_path: Path, mode: str) 
         client = await d.client()
         await client.call("clusters.drain", {"name": "local"})  # the jobs stay `ready`
         await client.call("job.submit", {"jobs": [{"argv": ["true"]} for _ in range(JOBS)]})
-        for method in control.HANDLERS:
+        for method in HANDLERS:
             if method in NOT_COVERED:
                 continue
             for _ in range(3):

@@ -19,10 +19,11 @@ from typing import Any
 import anyio
 import pytest
 
+from schedulerd.client import AsyncClient, RpcError
 from schedulerd.errors import Conflict
 from schedulerd.state.models import NewJob, SubmitKey
 from schedulerd.state.store import open_store
-from tests.harness import AsyncClient, RpcError, daemon_process, local_settings, running_daemon
+from tests.harness import daemon_process, local_settings, running_daemon
 
 
 def counts(db: Path) -> tuple[int, int, int]:
@@ -119,7 +120,7 @@ async def test_a_token_is_1_to_200_characters(tmp_path: Path, token: str) -> Non
 
 
 async def test_a_big_chunked_submit_with_a_token(tmp_path: Path) -> None:
-    """Params over 256 KiB take the chunked path (control.job_submit): the token is stored
+    """Params over 256 KiB take the chunked path (methods.jobs.job_submit): the token is stored
     in the same transaction there too."""
     settings = local_settings(tmp_path, slots=1, extra="")
     jobs = [

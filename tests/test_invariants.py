@@ -11,9 +11,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from schedulerd.client import AsyncClient
 from tests.fakebatch.core import gated
 from tests.harness import (
-    AsyncClient,
     daemon_process,
     local_settings,
     running_daemon,

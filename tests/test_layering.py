@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 UPPER = ("schedulerd.control", "schedulerd.cli", "schedulerd.daemon", "schedulerd.worker",
-         "schedulerd.protocol")  # fmt: skip
+         "schedulerd.rpc", "schedulerd.jobspec", "schedulerd.methods", "schedulerd.client")  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:

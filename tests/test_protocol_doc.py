@@ -27,9 +27,10 @@ from typing import Any
 import anyio
 import pytest
 
-from schedulerd.control import HANDLERS
+from schedulerd.client import AsyncClient
 from schedulerd.errors import all_error_classes
-from tests.harness import AsyncClient, local_settings, running_daemon
+from schedulerd.methods import HANDLERS
+from tests.harness import local_settings, running_daemon
 
 DOC = Path(__file__).resolve().parents[1] / "PROTOCOL.md"
 WILDCARD = "…"  # U+2026
@@ -265,7 +266,7 @@ async def test_python_example_from_a_shell_works(tmp_path: Path) -> None:
     """The standard-library script of section "From a shell" submits a job and waits."""
     text = DOC.read_text(encoding="utf-8")
     blocks = re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
-    assert len(blocks) == 1
+    assert len(blocks) == 2  # this one, then the "Python client" one (tests/test_client.py)
     script = tmp_path / "example.py"
     script.write_text(blocks[0])
     async with running_daemon(local_settings(tmp_path)) as d:

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from schedulerd.cli import Client
+from schedulerd.client import Client
 from tests.harness import daemon_process
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -314,7 +314,7 @@ def test_shutdown(tmp_path: Path) -> None:
 
 def _many_pending(sock: str, count: int) -> int:
     """A running parent and ``count`` children waiting for it; returns the parent's id."""
-    from schedulerd.cli import Client
+    from schedulerd.client import Client
 
     client = Client(sock)
     try:

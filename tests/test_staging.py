@@ -20,9 +20,10 @@ from typing import Any
 import anyio
 import pytest
 
+from schedulerd.client import RpcError
 from schedulerd.drivers import staging
 from tests.fakebatch.core import gated
-from tests.harness import RpcError, local_settings, running_daemon, wait_terminal
+from tests.harness import local_settings, running_daemon, wait_terminal
 from tests.helpers.fake_cluster import fake_cluster
 
 INVALID_SPEC = -32010

@@ -14,10 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schedulerd.client import RpcError
 from schedulerd.errors import StorageError
 from schedulerd.state.models import JobFilter, NewJob
 from schedulerd.state.transitions import State
-from tests.harness import RpcError, local_settings, running_daemon, running_store
+from tests.harness import local_settings, running_daemon, running_store
 
 
 def _size(path: Path | str) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import pytest
 
-from schedulerd.cli import Client
+from schedulerd.client import Client
 from schedulerd.state.transitions import State, is_final
 from tests.fakebatch.core import gated
 from tests.harness import daemon_process, local_config, local_settings, running_daemon
@@ -106,7 +106,7 @@ async def test_job_objects_say_final_only_after_the_last_attempt(tmp_path: Path)
             await client.call("events.subscribe", {"since": 0, "ids": [jid]})
             seen = []
             while (len(seen) < 2 or seen[-1] != ("failed", 2)) and len(seen) < 50:
-                event = (await client.next_note())["params"]
+                event = (await client.next_notification())["params"]
                 if event["to"] != "failed":
                     continue
                 seen.append((event["to"], event["attempt"]))
@@ -172,7 +172,7 @@ async def test_subscribe_to_more_ids_than_sqlite_takes_in_a_statement(tmp_path: 
             await client.call("job.cancel", {"id": mine})
             seen = []
             while "cancelled" not in seen:
-                event = (await client.next_note())["params"]
+                event = (await client.next_notification())["params"]
                 assert event["job_id"] == mine, event
                 seen.append(event["to"])
             assert seen[0] == "ready" and other not in wanted

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from schedulerd.client import RpcError
 from schedulerd.drivers.base import JobRequest
 from schedulerd.drivers.wrapper import parse_exit_file, render_wrapper
 from schedulerd.errors import InvalidSpec
-from schedulerd.protocol import ClusterView, JobSpecIn, build_new_jobs
-from tests.harness import RpcError, local_settings, running_daemon, wait_terminal
+from schedulerd.jobspec import ClusterView, JobSpecIn, build_new_jobs
+from tests.harness import local_settings, running_daemon, wait_terminal
 
 VIEWS = {"local": ClusterView(name="local", workdir="/tmp/sd", default_queue=None, is_local=True)}
 

@@ -44,8 +44,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from benchlib import AsyncClient, figure, finish, note, pyspy, spawn_daemon  # isort: skip
+from benchlib import figure, finish, note, pyspy, spawn_daemon  # isort: skip
 
+from schedulerd.client import AsyncClient
 from schedulerd.daemon import create_dialect
 from schedulerd.drivers.base import JobRequest
 from schedulerd.drivers.ssh import SSHTransport

@@ -25,8 +25,10 @@ from pathlib import Path
 import anyio
 
 from benchlib import (  # isort: skip
-    AsyncClient, daemon_process, figure, finish, note, percentile, pyspy, reap_jobs, rss_mb,
+    daemon_process, figure, finish, note, percentile, pyspy, reap_jobs, rss_mb,
 )
+
+from schedulerd.client import AsyncClient
 
 
 def config(slots: int) -> str:

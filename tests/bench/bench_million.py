@@ -36,8 +36,9 @@ from pathlib import Path
 import anyio
 
 from benchlib import (  # isort: skip
-    AsyncClient, figure, finish, note, percentile, pyspy, reap_jobs, rss_mb, spawn_daemon,
+    figure, finish, note, percentile, pyspy, reap_jobs, rss_mb, spawn_daemon,
 )
+from schedulerd.client import AsyncClient
 from schedulerd.state.models import NewJob
 from schedulerd.state.store import open_store
 

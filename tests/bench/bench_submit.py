@@ -26,9 +26,11 @@ from pathlib import Path
 import anyio
 
 from benchlib import (  # isort: skip
-    AsyncClient, cpu_seconds, daemon_process, figure, finish, note, pyspy, reap_jobs, rss_mb,
+    cpu_seconds, daemon_process, figure, finish, note, pyspy, reap_jobs, rss_mb,
     steal_seconds,
 )
+
+from schedulerd.client import AsyncClient
 
 CONFIG = """
 log_level = "info"

@@ -26,13 +26,12 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.harness import AsyncClient, RpcError, daemon_process
+from schedulerd.client import Client, RpcError
+from tests.harness import daemon_process
 
 __all__ = [
     "ROOT",
-    "AsyncClient",
     "DaemonRun",
-    "RpcError",
     "daemon_process",
     "figure",
     "percentile",
@@ -133,21 +132,12 @@ class DaemonRun:
 
 
 def _ping_once(path: Path) -> bool:
-    """Connect and ask daemon.ping with a blocking socket; True when it answered."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
-        try:
-            s.connect(str(path))
-        except OSError:
-            return False
-        s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}\n')
-        buf = b""
-        while b"\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                return False
-            buf += chunk
-        return b'"pong":true' in buf
+    """Connect and ask daemon.ping with the blocking client; True when it answered."""
+    try:
+        with Client(path, timeout=5) as client:
+            return bool(client.call("daemon.ping")["pong"])
+    except (OSError, RpcError):
+        return False
 
 
 def _connectable(path: Path) -> bool:
