@@ -15,7 +15,6 @@ import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 
@@ -30,7 +29,7 @@ from schedulerd.drivers.wrapper import (
 )
 from schedulerd.errors import ConfigError, DependencyCycle, InvalidSpec, UnknownCluster
 from schedulerd.rpc import Int64
-from schedulerd.state.models import NewJob
+from schedulerd.state.models import JobSpec, NewJob
 from schedulerd.units import parse_duration, parse_memory_mb
 
 _NAME = re.compile(r"[A-Za-z0-9_.+-]{1,200}\Z")
@@ -311,48 +310,47 @@ def _row(spec: JobSpecIn, cluster: ClusterView, local_parents: list[int]) -> New
         else:
             # relative to the login directory on the head (the driver resolves it there)
             workdir = login_relative(workdir)
-    payload: dict[str, Any] = {"argv": argv}  # the decoded spec is ours: no copies needed
-    if env:
-        payload["env"] = env
-    if cpus is not None:
-        payload["cpus"] = cpus
-        if cluster.slots is not None and cpus > cluster.slots:
-            raise ValueError(f"cpus {cpus}: cluster {cluster.name} has {cluster.slots} slots")
-    memory_mb: int | None = None
-    walltime_s: int | None = None
-    if spec.memory is not None:
-        payload["memory_mb"] = memory_mb = _memory_mb(spec.memory)
-    if spec.walltime is not None:
-        payload["walltime_s"] = walltime_s = _walltime_s(spec.walltime)
+    if cpus is not None and cluster.slots is not None and cpus > cluster.slots:
+        raise ValueError(f"cpus {cpus}: cluster {cluster.name} has {cluster.slots} slots")
+    memory_mb = None if spec.memory is None else _memory_mb(spec.memory)
+    walltime_s = None if spec.walltime is None else _walltime_s(spec.walltime)
     workdir = workdir or f"{cluster.workdir}/{{id}}"
+    extra_directives = tuple(directives)
     validate = _VALIDATORS.get(cluster.scheduler)
     if validate is not None:
         refused = _dialect_problems(validate, workdir, queue or cluster.default_queue, account,
-                                    cpus, memory_mb, walltime_s, tuple(directives))  # fmt: skip
+                                    cpus, memory_mb, walltime_s, extra_directives)  # fmt: skip
         if refused:
             raise ValueError(f"cluster {cluster.name} ({cluster.scheduler}): {'; '.join(refused)}")
-    if account is not None:
-        payload["account"] = account
-    if directives:
-        payload["directives"] = directives
-    if spec.requeue:
-        payload["requeue"] = True
+    inputs: tuple[str, ...] = ()
     if spec.inputs:
-        payload["inputs"] = staging.validate_inputs(spec.inputs)
+        inputs = tuple(staging.validate_inputs(spec.inputs))
         problems = staging.unusable_inputs(spec.inputs)  # a stat each, on this machine
         if problems:
             raise ValueError("inputs: " + "; ".join(problems[:10]))
+    outputs: tuple[str, ...] = ()
     if spec.outputs:
-        payload["outputs"] = staging.validate_output_patterns(spec.outputs)
-        if cluster.outputs_dir is not None:
-            payload["outputs_root"] = cluster.outputs_dir
+        outputs = tuple(staging.validate_output_patterns(spec.outputs))
+    stored = JobSpec(
+        argv=tuple(argv),
+        env=env,  # the decoded spec is ours: no copies needed
+        cpus=cpus,
+        memory_mb=memory_mb,
+        walltime_s=walltime_s,
+        account=account,
+        directives=extra_directives,
+        requeue=spec.requeue,
+        inputs=inputs,
+        outputs=outputs,
+        outputs_root=cluster.outputs_dir if outputs else None,
+    )
     after = spec.after
     return NewJob(
         name=name,
         cluster=cluster.name,
         # "{id}" is replaced by the job id when the store assigns it
         workdir=workdir,
-        spec=payload,
+        spec=stored,
         queue=queue or cluster.default_queue,
         max_attempts=spec.retries + 1,
         after=tuple(a for a in after if isinstance(a, int)) if after else (),

@@ -48,7 +48,7 @@ def creation_rows(
     constant: dict[str, Any] = {}
     varying: list[str] = []
     for name, values in columns.items():
-        if name != "spec" and len(set(values)) == 1:  # specs are dicts: never compared
+        if name != "spec" and len(set(values)) == 1:  # specs (JobSpec) are never compared
             constant[f"c_{name}"] = values[0]
         else:
             varying.append(name)
@@ -64,7 +64,8 @@ _NEW_JOB_COLUMNS = ("name", "campaign", "step", "idx", "max_attempts", "cluster"
 @functools.lru_cache(maxsize=64)
 def _insert_jobs_sql(varying: tuple[str, ...]) -> str:
     """json_each walks the array in order: the job at position ``key`` gets id
-    ``:first + key``. An object (the spec) comes out of json_extract as its JSON text."""
+    ``:first + key``. An object (the spec, a JobSpec encoded with its defaults left out)
+    comes out of json_extract as its JSON text."""
 
     def value(name: str) -> str:
         if name in varying:

@@ -7,16 +7,17 @@ together: invariant 5) and hands the counts here; the decisions are plain arithm
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from schedulerd.state.models import JobSpec
 
 T = TypeVar("T")
 
 
-def slots_taken(spec: dict[str, Any]) -> int:
+def slots_taken(spec: JobSpec) -> int:
     """How many slots a job takes where cpus are counted (``local``): its ``cpus``, at
     least one. :data:`SLOTS_TAKEN_SQL` is the same in SQL."""
-    cpus = spec.get("cpus")
-    return max(1, cpus) if isinstance(cpus, int) else 1
+    return 1 if spec.cpus is None else max(1, spec.cpus)
 
 
 SLOTS_TAKEN_SQL = "MAX(1, COALESCE(CAST(json_extract(spec, '$.cpus') AS INTEGER), 1))"
@@ -53,7 +54,7 @@ def fitting(
     slots: int,
     free: int,
     count_cpus: bool,
-    spec_of: Callable[[T], dict[str, Any]],
+    spec_of: Callable[[T], JobSpec],
 ) -> list[T]:
     """The ready jobs (in id order, already at most the budget's count) to claim.
 

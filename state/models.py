@@ -1,7 +1,8 @@
 """The store's domain types: jobs and events as read back, and what callers ask of it.
 
-Plain data, no I/O. ``Job.spec`` stays the JSON object the client sent (a typed spec is
-issue 8's next step, across every layer).
+Plain data, no I/O. A job's spec travels as a :class:`JobSpec` from the submit's
+validation to the driver's :class:`~schedulerd.drivers.base.JobRequest`; the store keeps it
+in the ``spec`` column as JSON (defaults left out) and reads it back typed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,31 @@ MUTABLE = frozenset(
 )  # fmt: skip
 
 
+class JobSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """What a job runs and asks for, as checked at submit (``schedulerd/jobspec.py``) and
+    stored in the ``spec`` column.
+
+    Its JSON is the column's format: the fields in this order, defaults left out, so
+    ``{"argv":["true"]}`` is a job that asks for nothing else (the rows written when the
+    spec was a plain dict read back unchanged). Unknown keys in a stored spec are ignored.
+    ``outputs_root`` is the cluster's outputs directory when the job has ``outputs``."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str] = {}
+    cpus: int | None = None
+    memory_mb: int | None = None
+    walltime_s: int | None = None
+    account: str | None = None
+    directives: tuple[str, ...] = ()
+    requeue: bool = False
+    inputs: tuple[str, ...] = ()  # absolute paths on this machine
+    outputs: tuple[str, ...] = ()  # glob patterns relative to the workdir
+    outputs_root: str | None = None
+
+
+_decode_spec = msgspec.json.Decoder(JobSpec).decode
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
     id: int
@@ -48,7 +74,7 @@ class Job:
     queue: str | None
     workdir: str
     native_id: str | None
-    spec: dict[str, Any]
+    spec: JobSpec
     fingerprint: str | None
     result: Any
     exit_code: int | None
@@ -68,7 +94,7 @@ class Job:
     def from_row(cls, row: Sequence[Any]) -> Job:
         values = dict(zip(JOB_COLUMNS, row, strict=True))
         values["state"] = State(values["state"])
-        values["spec"] = json.loads(values["spec"])
+        values["spec"] = _decode_spec(values["spec"])
         values["result"] = None if values["result"] is None else json.loads(values["result"])
         values["kill_pending"] = bool(values["kill_pending"])
         return cls(**values)
@@ -107,7 +133,7 @@ class NewJob(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     name: str
     cluster: str
     workdir: str
-    spec: dict[str, Any]
+    spec: JobSpec
     queue: str | None = None
     max_attempts: int = 1
     campaign: str | None = None

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from schedulerd.daemon import create_dialect
@@ -56,10 +57,10 @@ def views(**extra: Any) -> dict[str, ClusterView]:
 
 
 def accept(cluster: dict[str, ClusterView] | None = None, **fields: Any) -> dict[str, Any]:
-    """The stored payload of one job, or InvalidSpec."""
+    """The stored payload of one job (its spec as the column holds it), or InvalidSpec."""
     spec = JobSpecIn(argv=fields.pop("argv", ["true"]), **fields)
     rows, _ = build_new_jobs([spec], cluster or views(), "head")
-    return {"workdir": rows[0].workdir, **rows[0].spec}
+    return {"workdir": rows[0].workdir, **msgspec.json.decode(msgspec.json.encode(rows[0].spec))}
 
 
 # --- item: workdirs that the head's commands would read as options ----------------------------

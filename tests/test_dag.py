@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from schedulerd.errors import InvalidTransition
 from schedulerd.state import dag
-from schedulerd.state.models import Change, Job, NewJob
+from schedulerd.state.models import Change, Job, JobSpec, NewJob
 from schedulerd.state.store import Store
 from schedulerd.state.transitions import State, initial_state
 from tests.harness import running_store
@@ -25,14 +25,14 @@ def _job(jid: int, state: State, *, native_id: str | None = None) -> Job:
     return Job(
         id=jid, name=f"j{jid}", campaign=None, step=None, idx=None, state=state, attempt=1,
         max_attempts=1, epoch=0, version=1, cluster="c", queue=None, workdir="/w",
-        native_id=native_id, spec={"argv": ["x"]}, fingerprint=None, result=None,
+        native_id=native_id, spec=JobSpec(argv=("x",)), fingerprint=None, result=None,
         exit_code=None, reason=None, not_before=None, kill_pending=False, created_at=0.0,
         queued_at=None, started_at=None, finished_at=None,
     )  # fmt: skip
 
 
 def _new(name: str, *, after: tuple[int, ...] = (), after_local: tuple[int, ...] = ()) -> NewJob:
-    return NewJob(name=name, cluster="c", workdir="/w", spec={"argv": ["x"]}, after=after,
+    return NewJob(name=name, cluster="c", workdir="/w", spec=JobSpec(argv=("x",)), after=after,
                   after_local=after_local)  # fmt: skip
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from schedulerd.client import AsyncClient, RpcError
 from schedulerd.errors import Conflict
-from schedulerd.state.models import NewJob, SubmitKey
+from schedulerd.state.models import JobSpec, NewJob, SubmitKey
 from schedulerd.state.store import open_store
 from tests.harness import daemon_process, local_settings, running_daemon
 
@@ -158,7 +158,7 @@ async def test_a_call_racing_with_its_own_retry_creates_its_jobs_once(tmp_path: 
         async with anyio.create_task_group() as tg:
             await tg.start(store.run_writer)
             rows = [
-                NewJob(name=f"j{i}", cluster="c", workdir="/w", spec={"argv": ["x"]})
+                NewJob(name=f"j{i}", cluster="c", workdir="/w", spec=JobSpec(argv=("x",)))
                 for i in range(3)
             ]
             key = SubmitKey(token="k", digest="d1", order=[2, 0, 1])

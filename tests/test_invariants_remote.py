@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from schedulerd.daemon import create_driver
-from schedulerd.state.models import NewJob
+from schedulerd.state.models import JobSpec, NewJob
 from schedulerd.state.store import open_store
 from schedulerd.state.transitions import State
 from schedulerd.worker.jobs import job_request
@@ -34,7 +34,7 @@ async def test_crash_while_submitting_adopts_or_resubmits_by_name(tmp_path: Path
         store = await open_store(settings.database_path)
         async with anyio.create_task_group() as tg:
             await tg.start(store.run_writer)
-            spec = {"argv": ["sh", "-c", "echo ran >> ran.log"]}
+            spec = JobSpec(argv=("sh", "-c", "echo ran >> ran.log"))
             await store.create_jobs([
                 NewJob(name="a", cluster="head", workdir=str(tmp_path / "remote" / "{id}"), spec=spec),
                 NewJob(name="b", cluster="head", workdir=str(tmp_path / "remote" / "{id}"), spec=spec),

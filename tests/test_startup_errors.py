@@ -131,7 +131,7 @@ def test_a_live_socket_is_not_taken_over(tmp_path: Path) -> None:
 
 def make_database(state_dir: Path, jobs: int) -> Path:
     """A database with ``jobs`` jobs, closed cleanly (its WAL folded back into it)."""
-    from schedulerd.state.models import NewJob
+    from schedulerd.state.models import JobSpec, NewJob
     from schedulerd.state.store import open_store
 
     path = state_dir / "schedulerd.sqlite3"
@@ -141,7 +141,7 @@ def make_database(state_dir: Path, jobs: int) -> Path:
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(store.run_writer)
-                spec = {"argv": ["sh", "-c", "echo a fairly ordinary job"], "env": {"K": "V"}}
+                spec = JobSpec(argv=("sh", "-c", "echo a fairly ordinary job"), env={"K": "V"})
                 await store.create_jobs(
                     [
                         NewJob(name=f"j{i}", cluster="local", workdir="/w/{id}", spec=spec)

@@ -19,7 +19,7 @@ import pytest
 from schedulerd.drivers.api import ActiveJob, CheckResult, PollResult
 from schedulerd.drivers.base import JobRequest, Observation, Phase, SubmitResult
 from schedulerd.drivers.transport import LocalTransport
-from schedulerd.state.models import NewJob
+from schedulerd.state.models import JobSpec, NewJob
 from schedulerd.state.store import Store, open_store
 from schedulerd.state.transitions import State
 from schedulerd.worker.cluster import ClusterWorker
@@ -86,7 +86,7 @@ async def worker_with(
             await tg.start(store.run_writer)
             worker = ClusterWorker(settings.clusters["local"], settings, store, head, clock=clock)
             await store.create_jobs([NewJob(name=f"j{n}", cluster="local", workdir=str(tmp_path / "w"),
-                                            spec={"argv": ["true"]}, max_attempts=3)
+                                            spec=JobSpec(argv=("true",)), max_attempts=3)
                                      for n in range(12)])  # fmt: skip
             async with anyio.create_task_group() as work:
                 await work.start(worker.run)

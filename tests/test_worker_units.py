@@ -22,7 +22,7 @@ from schedulerd.drivers.api import ActiveJob, CheckResult, PollResult
 from schedulerd.drivers.base import JobRequest, Observation, Phase, SubmitResult
 from schedulerd.drivers.transport import LocalTransport
 from schedulerd.errors import TransportError
-from schedulerd.state.models import Job, NewJob
+from schedulerd.state.models import Job, JobSpec, NewJob
 from schedulerd.state.store import Store, open_store
 from schedulerd.state.transitions import State
 from schedulerd.worker.cluster import ClusterWorker
@@ -107,7 +107,7 @@ submit_batch = 5
             await tg.start(store.run_writer)
             if jobs:
                 await store.create_jobs([NewJob(name=f"j{n}", cluster="local", workdir=str(tmp_path / "w"),
-                                                spec={"argv": ["true"]}, max_attempts=3)
+                                                spec=JobSpec(argv=("true",)), max_attempts=3)
                                          for n in range(jobs)])  # fmt: skip
             worker = ClusterWorker(settings.clusters["local"], settings, store, head, clock=clock)
             worker.drained = drained

@@ -41,7 +41,7 @@ def test_wrapper_names_are_refused_at_submit(name: str) -> None:
 def test_other_names_are_accepted() -> None:
     rows, _ = build_new_jobs([JobSpecIn(argv=["true"], env={"SCHEDULERD_SOCKET": "/s", "__sdx": "1"})],
                              VIEWS, "local")  # fmt: skip
-    assert rows[0].spec["env"] == {"SCHEDULERD_SOCKET": "/s", "__sdx": "1"}
+    assert rows[0].spec.env == {"SCHEDULERD_SOCKET": "/s", "__sdx": "1"}
 
 
 def test_render_refuses_a_reserved_name_too(tmp_path: Path) -> None:

@@ -135,7 +135,7 @@ class Poller:
                 if (job.id, job.attempt) in keys:
                     self._attempts[(job.id, job.attempt)] = (
                         job_request(job),
-                        bool(job.spec.get("outputs")),
+                        bool(job.spec.outputs),
                     )
         return [
             (w, ActiveJob(job_id=w.id, native_id=w.native_id, submitted_at=w.submitted_at,

@@ -36,7 +36,7 @@ class Stager:
         """Upload the input files of the claimed jobs that have any. A job whose input
         is gone from this machine is refused (it fails, nothing is submitted); a
         transport failure raises TransportError after all uploads have ended."""
-        todo = [(j, r) for j, r in zip(claimed, requests, strict=True) if j.spec.get("inputs")]
+        todo = [(j, r) for j, r in zip(claimed, requests, strict=True) if j.spec.inputs]
         refused: dict[int, SubmitResult] = {}
         if not todo:
             return refused
@@ -46,7 +46,7 @@ class Stager:
         async def one(job: Job, request: JobRequest) -> None:
             async with limiter:
                 try:
-                    await stage_in(self.driver.transport, request, job.spec["inputs"])
+                    await stage_in(self.driver.transport, request, job.spec.inputs)
                 except InvalidSpec as exc:
                     refused[job.id] = SubmitResult(job_id=job.id, error=exc.message)
                 except TransportError as exc:
@@ -74,11 +74,11 @@ class Stager:
         limiter = anyio.CapacityLimiter(STAGING_CONCURRENCY)
 
         async def one(index: int, job: Job) -> None:
-            root = job.spec.get("outputs_root") or str(self.settings.outputs_path)
+            root = job.spec.outputs_root or str(self.settings.outputs_path)
             local_dir = output_dir(root, job.id, job.attempt)
             async with limiter:
                 try:
-                    fetched = await stage_out(self.driver.transport, job.workdir, job.spec["outputs"],
+                    fetched = await stage_out(self.driver.transport, job.workdir, job.spec.outputs,
                                               local_dir, command_timeout=self.config.command_timeout)  # fmt: skip
                     outputs: dict[str, Any] = fetched.to_json()
                 except (OSError, SchedulerdError) as exc:

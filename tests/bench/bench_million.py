@@ -39,7 +39,7 @@ from benchlib import (  # isort: skip
     figure, finish, note, percentile, pyspy, reap_jobs, rss_mb, spawn_daemon,
 )
 from schedulerd.client import AsyncClient
-from schedulerd.state.models import NewJob
+from schedulerd.state.models import JobSpec, NewJob
 from schedulerd.state.store import open_store
 
 CHUNK = 50_000
@@ -65,18 +65,18 @@ poll_interval = "1s"
 
 
 def new_job(i: int, workdir: str) -> NewJob:
-    # the normalised spec protocol._row stores for a typical campaign job
+    # the normalised spec jobspec._row stores for a typical campaign job
     return NewJob(
         name=f"sim-{i}",
         cluster="local",
         workdir=f"{workdir}/{{id}}",
-        spec={
-            "argv": ["true", "--seed", str(i), "--out", f"results/{i}.h5"],
-            "env": {"BENCH_INDEX": str(i), "OMP_NUM_THREADS": "1"},
-            "cpus": 1,
-            "memory_mb": 2048,
-            "walltime_s": 3600,
-        },
+        spec=JobSpec(
+            argv=("true", "--seed", str(i), "--out", f"results/{i}.h5"),
+            env={"BENCH_INDEX": str(i), "OMP_NUM_THREADS": "1"},
+            cpus=1,
+            memory_mb=2048,
+            walltime_s=3600,
+        ),
         max_attempts=2,
         campaign="bench-1m",
         step="sim",
