@@ -100,6 +100,17 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL
     );
     """,
+    # 3: hold/release of a job on a head, recorded for the poller to carry out there (like
+    # kill_pending for cancel): one pending action per job, dropped once the head answered
+    # or the job is no longer where the action applies.
+    """
+    CREATE TABLE head_intents (
+        job_id  INTEGER PRIMARY KEY,
+        cluster TEXT NOT NULL,
+        action  TEXT NOT NULL CHECK (action IN ('hold', 'release'))
+    );
+    CREATE INDEX head_intents_by_cluster ON head_intents(cluster, job_id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

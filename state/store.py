@@ -8,7 +8,8 @@ with its consequences, automatic retries (:mod:`.retry`) and dependency effects
 * :mod:`.models` the domain types, :mod:`.transitions` the state machine and the user
   actions, :mod:`.limits` the claiming arithmetic;
 * :mod:`.writer` the group-commit writer (the only writer) and the WAL checkpointer;
-* :mod:`.queries` the reads, :mod:`.inserts` the bulk-insert SQL of creation;
+* :mod:`.queries` the reads, :mod:`.inserts` the bulk-insert SQL of creation,
+  :mod:`.intents` the hold/release intents for a head;
 * :mod:`.database` opening the file, :mod:`.migrations` the schema.
 
 Somewhat over 500 lines for a reason: the :class:`Store` is the one seam every layer
@@ -21,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,12 +32,14 @@ import anyio.abc
 
 from schedulerd.errors import (
     Conflict,
+    InvalidParams,
     InvalidTransition,
     JobNotFound,
     SchedulerdError,
+    UnknownCluster,
     UnknownDependency,
 )
-from schedulerd.state import dag, limits, queries, transitions
+from schedulerd.state import dag, intents, limits, queries, transitions
 from schedulerd.state.database import STARTUP_CHECK_SECONDS, open_connections
 from schedulerd.state.inserts import INSERT_CREATION_EVENTS, creation_rows, id_runs
 from schedulerd.state.models import (
@@ -318,15 +321,37 @@ class Store:
         self, action: str, job_ids: Sequence[int], *, if_version: int | None = None
     ) -> list[Job]:
         """cancel / hold / release / retry (:data:`.transitions.USER_ACTIONS`), each
-        checked against the state machine.
+        checked against the state machine: :meth:`act`'s jobs."""
+        jobs, _ = await self.act(action, job_ids, if_version=if_version)
+        return jobs
+
+    async def act(
+        self,
+        action: str,
+        job_ids: Sequence[int],
+        *,
+        if_version: int | None = None,
+        head_clusters: Collection[str] | None = None,
+    ) -> tuple[list[Job], bool]:
+        """A user action on ``job_ids``: the jobs after it, and True when it was hold or
+        release of jobs on a head, recorded as intents for the poller (:mod:`.intents`;
+        ``head_clusters``, when given, are those with a poller).
 
         All or nothing: if any job cannot take the action, nothing changes and the first
         error is raised (its ``data`` lists every refused job)."""
         now = self.clock()
         spec = transitions.user_action(action)
 
-        async def op(db: aiosqlite.Connection) -> list[Job]:
+        async def op(db: aiosqlite.Connection) -> tuple[list[Job], bool]:
             current = await queries.jobs_by_id(db, job_ids)
+            if any(
+                transitions.is_head_intent(action, j.state, native_id=j.native_id)
+                for j in current.values()
+            ):
+                on_head = await self._head_intents(
+                    db, action, job_ids, current, if_version, head_clusters, now
+                )
+                return on_head, True
             parents: dict[int, dict[int, State]] = {}
             if spec.target is State.READY:  # the target depends on the parents' states
                 parents = await queries.parent_states(db, current)
@@ -357,9 +382,76 @@ class Store:
                       if isinstance(r, SchedulerdError)}  # fmt: skip
             if failed:
                 raise transitions.refused_all(failed)
-            return [r for r in applied if isinstance(r, Job)]
+            if spec.kill_on_head:  # a cancel wins over a pending hold/release
+                await intents.drop(db, [c.job_id for c in changes])
+            return [r for r in applied if isinstance(r, Job)], False
 
         return await self.write(op)
+
+    async def _head_intents(
+        self,
+        db: aiosqlite.Connection,
+        action: str,
+        job_ids: Sequence[int],
+        current: dict[int, Job],
+        if_version: int | None,
+        head_clusters: Collection[str] | None,
+        now: float,
+    ) -> list[Job]:
+        """Hold/release of jobs on a head: each one's intent recorded (or withdrawn) with
+        an event, its state unchanged. Mixing them with jobs not yet submitted is refused."""
+        pending = await intents.pending(db, job_ids)
+        errors: dict[int, SchedulerdError] = {}
+        planned: list[tuple[Job, str | None]] = []
+        for jid in job_ids:
+            job = current.get(jid)
+            if job is None:
+                errors[jid] = JobNotFound(f"no job with id {jid}")
+                continue
+            if not transitions.is_head_intent(action, job.state, native_id=job.native_id):
+                continue
+            try:
+                planned.append(
+                    (job, transitions.plan_head_intent(action, job.state, pending.get(jid)))
+                )
+            except SchedulerdError as exc:
+                errors[jid] = exc
+                continue
+            if if_version is not None and job.version != if_version:
+                errors[jid] = Conflict(
+                    f"job {jid} is at version {job.version}, not {if_version}",
+                    data={"version": job.version},
+                )
+            elif head_clusters is not None and job.cluster not in head_clusters:
+                errors[jid] = UnknownCluster(f"cluster {job.cluster!r} is not configured any more")
+        if errors:
+            raise transitions.refused_all(errors)
+        if len(planned) != len(job_ids):
+            raise InvalidParams(f"{action} jobs on a head separately from jobs not yet submitted")
+        out: list[Job] = []
+        for job, intent in planned:
+            if intent == pending.get(job.id):
+                out.append(job)  # asked for already: nothing new
+                continue
+            reason = (
+                f"{action} by user, requested on the head"
+                if intent is not None
+                else f"{action} by user, withdrawing the {pending[job.id]} not yet sent"
+            )
+            out.append(await intents.record(db, job, intent, reason=reason, now=now))
+        return out
+
+    async def head_intents(self, cluster: str) -> list[tuple[Job, str]]:
+        """The pending hold/release intents of ``cluster``, with their jobs as they are."""
+        todo = await intents.of_cluster(self._reader, cluster)
+        jobs = await queries.jobs_by_id(self._reader, [jid for jid, _ in todo])
+        return [(jobs[jid], action) for jid, action in todo if jid in jobs]
+
+    async def clear_head_intents(self, done: Sequence[tuple[int, str]]) -> None:
+        async def op(db: aiosqlite.Connection) -> None:
+            await intents.clear(db, done)
+
+        await self.write(op)
 
     async def _apply_user(
         self, db: aiosqlite.Connection, current: dict[int, Job], changes: list[Change], now: float

@@ -127,13 +127,17 @@ class UserAction:
 
     ``target`` is where the job goes; a target of ``ready`` is refined by the job's
     parents (:func:`initial_state`: a job whose parents have not all completed waits
-    ``pending``). ``target_on_head`` replaces ``target`` for a job the head already has.
+    ``pending``). A job the head has in state ``on_head_from`` is not changed by the store:
+    the action is recorded as a durable intent that the poller carries out there, and the
+    state becomes ``target_on_head`` when a poll sees it (:func:`plan_head_intent`).
     """
 
     name: str
     allowed: frozenset[State]
     refusal: str  # formatted with {state}
     target: State
+    #: on the head: an intent for the poller from this state, observed as ``target_on_head``
+    on_head_from: State | None = None
     target_on_head: State | None = None
     #: a job on the head is also marked for the poller to kill it there
     kill_on_head: bool = False
@@ -141,10 +145,10 @@ class UserAction:
     new_attempt: bool = False
 
 
-#: user actions and the states they are allowed from. ``hold`` of a job already on the
-#: head is done by the driver and observed by the poller, so the store records ``held``
-#: only for a job not yet submitted; ``release`` of a job held on the head goes back to
-#: ``queued``.
+#: user actions and the states they are allowed from. ``hold`` of a job queued on the
+#: head and ``release`` of a job held there are intents the poller carries out (like the
+#: kill of a cancel), observed as ``held``/``queued``; the store records ``held`` and
+#: ``ready``/``pending`` itself only for a job not yet submitted.
 USER_ACTIONS: Mapping[str, UserAction] = {
     "cancel": UserAction(
         name="cancel",
@@ -158,12 +162,15 @@ USER_ACTIONS: Mapping[str, UserAction] = {
         allowed=frozenset({S.PENDING, S.READY}),
         refusal="cannot hold a job that is {state}",
         target=S.HELD,
+        on_head_from=S.QUEUED,
+        target_on_head=S.HELD,
     ),
     "release": UserAction(
         name="release",
         allowed=frozenset({S.HELD}),
         refusal="cannot release a job that is {state}, not held",
         target=S.READY,
+        on_head_from=S.HELD,
         target_on_head=S.QUEUED,
     ),
     "retry": UserAction(
@@ -187,15 +194,39 @@ def user_action(name: str) -> UserAction:
         raise ValueError(f"unknown action {name!r}") from None
 
 
-def action_target(action: str, current: State, *, has_native_id: bool) -> State:
+def action_target(action: str, current: State) -> State:
     """The state a user action moves a job to before its parents are looked at, or
     InvalidTransition."""
     spec = user_action(action)
     if current not in spec.allowed:
         raise InvalidTransition(spec.refusal.format(state=current))
-    if has_native_id and spec.target_on_head is not None:
-        return spec.target_on_head
     return spec.target
+
+
+#: where a job is on the head for hold/release: these go through :func:`plan_head_intent`
+ON_HEAD = frozenset({S.QUEUED, S.RUNNING, S.HELD})
+#: the intents the poller carries out on a head
+HEAD_ACTIONS = frozenset(name for name, a in USER_ACTIONS.items() if a.on_head_from is not None)
+
+
+def is_head_intent(action: str, current: State, *, native_id: str | None) -> bool:
+    """True when ``action`` on this job is an intent for the head, not a store change."""
+    return action in HEAD_ACTIONS and native_id is not None and current in ON_HEAD
+
+
+def plan_head_intent(action: str, current: State, pending: str | None) -> str | None:
+    """The head intent left pending after ``action`` (hold/release) on a job the head has
+    in ``current`` with ``pending`` recorded, or InvalidTransition (pure).
+
+    From ``on_head_from`` the action itself is pending (replacing any other). A job already
+    where the action leads with the opposite intent pending (hold, then release before the
+    poller acted) withdraws it: None, nothing is sent to the head."""
+    spec = user_action(action)
+    if current is spec.on_head_from:
+        return action
+    if pending is not None and pending != action and current is spec.target_on_head:
+        return None
+    raise InvalidTransition(spec.refusal.format(state=current))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,7 +249,7 @@ def plan_action(
 ) -> ActionPlan:
     """One user action on one job, or InvalidTransition (pure)."""
     spec = user_action(action)
-    target = action_target(action, current, has_native_id=native_id is not None)
+    target = action_target(action, current)
     fields: dict[str, Any] = {}
     if spec.kill_on_head and native_id and current in ACTIVE:
         fields["kill_pending"] = 1

@@ -71,10 +71,10 @@ def test_check_agrees_with_table(a: State, b: State) -> None:
         assert not transitions.is_legal(a, b)
 
 
-@given(actions, states, st.booleans())
-def test_user_actions_only_make_legal_moves(action: str, state: State, native: bool) -> None:
+@given(actions, states)
+def test_user_actions_only_make_legal_moves(action: str, state: State) -> None:
     try:
-        target = transitions.action_target(action, state, has_native_id=native)
+        target = transitions.action_target(action, state)
     except InvalidTransition:
         return
     assert transitions.is_legal(state, target), (action, state, target)
@@ -84,7 +84,7 @@ def test_user_actions_only_make_legal_moves(action: str, state: State, native: b
 def test_cancel_never_touches_terminal_jobs(state: State) -> None:
     if state in transitions.TERMINAL:
         with pytest.raises(InvalidTransition):
-            transitions.action_target("cancel", state, has_native_id=False)
+            transitions.action_target("cancel", state)
 
 
 @given(st.lists(states, max_size=6))
@@ -125,34 +125,68 @@ def test_every_pair_is_either_a_listed_move_or_refused(current: State, target: S
             transitions.check(current, target)
 
 
-#: (action, state, on the head?) -> target before the parents are looked at; every
+#: (action, state) -> target of a store change before the parents are looked at; every
 #: combination not listed is refused. Written out so a change to USER_ACTIONS shows here.
 EXPECTED_ACTIONS = {
-    **{("cancel", s, n): State.CANCELLED for s in ("pending", "ready", "held", "submitting",
-                                                 "queued", "running") for n in (False, True)},
-    **{("hold", s, n): State.HELD for s in ("pending", "ready") for n in (False, True)},
-    ("release", "held", False): State.READY,
-    ("release", "held", True): State.QUEUED,
-    **{("retry", s, n): State.READY for s in ("failed", "timeout", "lost", "cancelled", "skipped")
-       for n in (False, True)},
+    **{("cancel", s): State.CANCELLED for s in ("pending", "ready", "held", "submitting",
+                                              "queued", "running")},
+    **{("hold", s): State.HELD for s in ("pending", "ready")},
+    ("release", "held"): State.READY,
+    **{("retry", s): State.READY for s in ("failed", "timeout", "lost", "cancelled", "skipped")},
 }  # fmt: skip
-COMBINATIONS = [(a, s, n) for a in transitions.USER_ACTIONS for s in State for n in (False, True)]
+COMBINATIONS = [(a, s) for a in transitions.USER_ACTIONS for s in State]
 
 
-@pytest.mark.parametrize(("action", "state", "native"), COMBINATIONS)
-def test_user_action_targets_exhaustively(action: str, state: State, native: bool) -> None:
-    expected = EXPECTED_ACTIONS.get((action, state.value, native))
+@pytest.mark.parametrize(("action", "state"), COMBINATIONS)
+def test_user_action_targets_exhaustively(action: str, state: State) -> None:
+    expected = EXPECTED_ACTIONS.get((action, state.value))
     if expected is None:
         with pytest.raises(InvalidTransition, match=f"cannot {action} a job that is {state}"):
-            transitions.action_target(action, state, has_native_id=native)
+            transitions.action_target(action, state)
     else:
-        assert transitions.action_target(action, state, has_native_id=native) is expected
+        assert transitions.action_target(action, state) is expected
         assert transitions.is_legal(state, expected)
 
 
 def test_an_unknown_action_is_a_bug_not_a_refusal() -> None:
     with pytest.raises(ValueError, match="unknown action 'kill'"):
-        transitions.action_target("kill", State.READY, has_native_id=False)
+        transitions.action_target("kill", State.READY)
+
+
+#: hold/release of a job on the head: (action, state, pending intent) -> the intent left
+#: pending (None: the pending opposite is withdrawn); every combination not listed is refused
+EXPECTED_HEAD_INTENTS: dict[tuple[str, str, str | None], str | None] = {
+    **{("hold", "queued", p): "hold" for p in (None, "hold", "release")},
+    **{("release", "held", p): "release" for p in (None, "hold", "release")},
+    ("release", "queued", "hold"): None,  # hold then release before the poller acted
+    ("hold", "held", "release"): None,
+}
+HEAD_COMBINATIONS = [
+    (a, s, p) for a in sorted(transitions.HEAD_ACTIONS) for s in transitions.ON_HEAD
+    for p in (None, "hold", "release")
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("action", "state", "pending"), HEAD_COMBINATIONS)
+def test_head_intents_exhaustively(action: str, state: State, pending: str | None) -> None:
+    assert transitions.is_head_intent(action, state, native_id="7")
+    key = (action, state.value, pending)
+    if key not in EXPECTED_HEAD_INTENTS:
+        with pytest.raises(InvalidTransition, match=f"cannot {action} a job that is {state}"):
+            transitions.plan_head_intent(action, state, pending)
+    else:
+        assert transitions.plan_head_intent(action, state, pending) == EXPECTED_HEAD_INTENTS[key]
+
+
+def test_only_hold_and_release_of_a_job_on_the_head_are_intents() -> None:
+    assert transitions.HEAD_ACTIONS == {"hold", "release"}
+    assert not transitions.is_head_intent("hold", State.QUEUED, native_id=None)
+    assert not transitions.is_head_intent("hold", State.READY, native_id="7")
+    assert not transitions.is_head_intent("cancel", State.QUEUED, native_id="7")
+    for action in transitions.HEAD_ACTIONS:  # the head's answer is a legal move
+        spec = transitions.USER_ACTIONS[action]
+        assert spec.on_head_from is not None and spec.target_on_head is not None
+        assert transitions.is_legal(spec.on_head_from, spec.target_on_head)
 
 
 def _plan(action: str, state: State, *, native_id: str | None = None, parents: tuple[State, ...] = (),
@@ -175,10 +209,6 @@ def test_release_and_retry_wait_for_parents_that_have_not_completed() -> None:
     assert _plan("release", State.HELD, parents=(State.COMPLETED,)).target is State.READY
     assert _plan("release", State.HELD, parents=(State.RUNNING,)).target is State.PENDING
     assert _plan("release", State.HELD, parents=(State.FAILED,)).target is State.SKIPPED
-    # on the head: back to queued whatever the parents
-    assert (
-        _plan("release", State.HELD, native_id="9", parents=(State.RUNNING,)).target is State.QUEUED
-    )
     assert _plan("retry", State.FAILED, parents=(State.RUNNING,)).target is State.PENDING
     assert _plan("retry", State.FAILED).target is State.READY
 

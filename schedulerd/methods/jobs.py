@@ -17,12 +17,8 @@ import structlog
 
 from schedulerd.drivers.batch import login_relative
 from schedulerd.errors import (
-    Conflict,
     InvalidParams,
-    InvalidTransition,
-    JobNotFound,
     ShuttingDown,
-    TransportError,
     UnknownCluster,
 )
 from schedulerd.jobspec import ClusterView, SubmitPlan, build_rows, plan_new_jobs
@@ -276,63 +272,20 @@ async def job_list(session: Session, params: Params) -> Any:
 
 
 def user_action(action: str) -> Handler:
-    """The handler of ``job.<action>`` (cancel, hold, release, retry)."""
+    """The handler of ``job.<action>`` (cancel, hold, release, retry). Hold/release of jobs
+    on a head are recorded as intents that the poller carries out there (the reply says
+    ``requested_on_head``); the state follows when a poll sees it."""
 
     async def handle(session: Session, params: Params) -> Any:
         ids = ids_of(p := params.decode(IdsParams))
         ctx = session.ctx
-        if action in ("hold", "release"):
-            on_head = await _on_head(ctx, action, ids, p.if_version)
-            if on_head:
-                return await _hold_on_head(ctx, action, ids, on_head)
-        jobs = await ctx.store.user_action(action, ids, if_version=p.if_version)
+        jobs, on_head = await ctx.store.act(
+            action, ids, if_version=p.if_version, head_clusters=ctx.workers.keys()
+        )
         for worker in ctx.workers.values():
             worker.poke()
+        if on_head:
+            return {"jobs": [job_to_wire(j) for j in jobs], "requested_on_head": True}
         return {"jobs": [job_to_wire(j) for j in jobs]}
 
     return handle
-
-
-async def _on_head(
-    ctx: ControlContext, action: str, ids: list[int], if_version: int | None
-) -> dict[str, list[Job]]:
-    """Jobs of ``ids`` that the batch system must hold/release, by cluster. Mixing them
-    with jobs not yet submitted in one call is refused (nothing changes)."""
-    jobs = await ctx.store.get_jobs(ids)
-    missing = [i for i in ids if i not in jobs]
-    if missing:
-        raise JobNotFound(f"no job with id {missing[0]}", data={"missing": missing[:100]})
-    wanted = State.QUEUED if action == "hold" else State.HELD
-    by_cluster: dict[str, list[Job]] = {}
-    for job in jobs.values():
-        if job.native_id is not None and job.state in (State.QUEUED, State.RUNNING, State.HELD):
-            if job.state is not wanted:
-                raise InvalidTransition(f"job {job.id}: cannot {action} a job that is {job.state}")
-            if if_version is not None and job.version != if_version:
-                raise Conflict(f"job {job.id} is at version {job.version}, not {if_version}")
-            by_cluster.setdefault(job.cluster, []).append(job)
-    if by_cluster and sum(len(v) for v in by_cluster.values()) != len(ids):
-        raise InvalidParams(f"{action} jobs on a head separately from jobs not yet submitted")
-    return by_cluster
-
-
-async def _hold_on_head(
-    ctx: ControlContext, action: str, ids: list[int], by_cluster: dict[str, list[Job]]
-) -> Any:
-    """Ask the batch system; the poller records ``held``/``queued`` once the head says so."""
-    for cluster, jobs in by_cluster.items():
-        worker = ctx.workers.get(cluster)
-        if worker is None:
-            raise UnknownCluster(f"cluster {cluster!r} is not configured any more")
-        natives = [j.native_id for j in jobs if j.native_id]
-        try:
-            with anyio.fail_after(worker.config.command_timeout + 5):
-                if action == "hold":
-                    await worker.driver.hold(natives)
-                else:
-                    await worker.driver.release(natives)
-        except TimeoutError as exc:
-            raise TransportError(f"{cluster}: {action} timed out") from exc
-        worker.poke()
-    current = await ctx.store.get_jobs(ids)
-    return {"jobs": [job_to_wire(current[i]) for i in ids], "requested_on_head": True}

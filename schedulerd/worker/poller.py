@@ -1,4 +1,4 @@
-"""The poll loop: carry out pending cancels, ask the head about every watched job in one
+"""The poll loop: carry out pending cancels and hold/release intents, ask the head about every watched job in one
 round, turn each observation into the transition it asks for, fetch the outputs of ended
 attempts, and keep the cluster's health (``degraded`` after failing polls).
 
@@ -146,6 +146,7 @@ class Poller:
 
     async def poll_once(self) -> None:
         await self._kill_pending()
+        await self.carry_out_intents()
         watched = await self.store.watched_jobs(self.config.name, WATCHED)
         pairs = await self._requests(watched)
         result = await self.driver.poll([active for _, active in pairs])
@@ -196,3 +197,34 @@ class Poller:
         await self.driver.cancel([j.native_id for j in doomed if j.native_id])
         await self.store.clear_kill_pending([j.id for j in doomed])
         self._log.info("jobs_cancelled_on_head", count=len(doomed))
+
+    async def carry_out_intents(self) -> None:
+        """The pending hold/release intents of this cluster (state/intents.py): one batched
+        command per action; each intent is dropped once the head answered, or at once when
+        its job is no longer where the action applies (it started, ended, or the head held
+        or released it). A head that cannot be reached keeps them for the next poll."""
+        todo = await self.store.head_intents(self.config.name)
+        if not todo:
+            return
+        done: list[tuple[int, str]] = []
+        by_action: dict[str, list[str]] = {}
+        for job, action in todo:
+            if job.native_id and job.state is transitions.USER_ACTIONS[action].on_head_from:
+                by_action.setdefault(action, []).append(job.native_id)
+                done.append((job.id, action))
+            else:
+                self._log.info("head_intent_dropped", job_id=job.id, action=action,
+                               state=job.state)  # fmt: skip
+                await self.store.clear_head_intents([(job.id, action)])
+        for action, natives in by_action.items():
+            command = self.driver.hold if action == "hold" else self.driver.release
+            try:
+                await command(natives)
+            except TransportError:
+                raise  # not known to have reached the head: kept, tried next poll
+            except SchedulerdError as exc:  # the head refused: asking again would not help
+                self._log.warning("head_intent_refused", action=action, count=len(natives),
+                                  error=str(exc))  # fmt: skip
+            ours = [(jid, a) for jid, a in done if a == action]
+            await self.store.clear_head_intents(ours)
+            self._log.info("head_intents_carried_out", action=action, count=len(ours))
