@@ -50,6 +50,21 @@ POINTS: dict[str, dict[str, str]] = {
         "pbspro": "qdel",
         "torque": "qdel",
     },
+    # a hold/release intent being carried out on a queued job (the head has no free slot)
+    "hold": {
+        "slurm": "scontrol",
+        "lsf": "bstop",
+        "htcondor": "condor_hold",
+        "pbspro": "qhold",
+        "torque": "qhold",
+    },
+    "release": {
+        "slurm": "scontrol",
+        "lsf": "bresume",
+        "htcondor": "condor_release",
+        "pbspro": "qrls",
+        "torque": "qrls",
+    },
 }
 #: where the crash leaves the job under test in the store
 LEFT_IN = {
@@ -57,7 +72,11 @@ LEFT_IN = {
     "poll-queue": "running",
     "poll-history": "running",
     "cancel": "cancelled",
+    "hold": "queued",
+    "release": "held",
 }
+#: the state a hold/release intent left by the crash takes once carried out after it
+INTENT_LEADS_TO = {"hold": "held", "release": "queued"}
 #: faults that make a system ask its history at all: LSF keeps finished jobs in ``bjobs -a``
 #: (so the queue tells their end) unless they are forgotten at once
 REACH_HISTORY: dict[str, dict[str, object]] = {"lsf": {"forget_finished": True}}
@@ -88,6 +107,16 @@ async def _hang_then_crash(
                 if point == "submit":
                     head.set_faults(hang={command: HANG})
                     jid = await submit(client, [*gated(gate)])
+                elif point in INTENT_LEADS_TO:
+                    head.set_config(slots=0)
+                    jid = await submit(client, [*gated(gate)])
+                    await wait_state(client, jid, {"queued"}, timeout=60)
+                    if point == "release":
+                        await client.call("job.hold", {"id": jid})
+                        await wait_state(client, jid, {"held"}, timeout=60)
+                        before = _count(head, command)
+                    head.set_faults(hang={command: HANG})
+                    await client.call(f"job.{point}", {"id": jid})
                 else:
                     jid = await submit(client, [*gated(gate)])
                     await wait_state(client, jid, {"running"}, timeout=60)
@@ -126,6 +155,7 @@ async def test_cancelled_mid_await_then_restarted(tmp_path: Path, point: str, sy
         with sqlite3.connect(settings.database_path) as db:
             (left_in,) = db.execute("SELECT state FROM jobs WHERE id = ?", (jid,)).fetchone()
         assert left_in == LEFT_IN[point]  # cancelled in the middle, not before or after
+        sent = _count(head, command)  # the last one hung and was killed before it acted
         head.set_faults(hang={})
         on_head = [j["id"] for j in head.jobs() if j["name"] == f"sd-{jid}-1"]
         async with running_daemon(settings) as d:
@@ -137,6 +167,15 @@ async def test_cancelled_mid_await_then_restarted(tmp_path: Path, point: str, sy
                         while head.job(native)["state"] != "done":  # noqa: ASYNC110 (a file)
                             await anyio.sleep(0.05)
                     assert head.job(native)["end_reason"] == "cancelled"
+                if point in INTENT_LEADS_TO:  # the intent survived: carried out after all
+                    await wait_state(client, jid, {INTENT_LEADS_TO[point]}, timeout=60)
+                    assert _count(head, command) > sent  # sent again (the first never acted)
+                    if point == "hold":
+                        await client.call("job.release", {"id": jid})
+                        await wait_state(client, jid, {"queued"}, timeout=60)
+                    head.set_config(slots=100)
+                    with sqlite3.connect(settings.database_path) as db:
+                        assert db.execute("SELECT COUNT(*) FROM head_intents").fetchone() == (0,)
                 await anyio.Path(gate).touch()
                 jobs = await wait_terminal(client, [warm, jid], timeout=90)
                 listed = (await client.call("job.list", {}))["jobs"]
