@@ -73,8 +73,6 @@ TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.TIMEOUT, S.LOST, S.CANCELLED, S.S
 UNSUCCESSFUL = TERMINAL - {S.COMPLETED}
 #: states that occupy a slot on a cluster
 ACTIVE = frozenset({S.SUBMITTING, S.QUEUED, S.RUNNING})
-#: states the poller watches on the head
-ON_HEAD = frozenset({S.QUEUED, S.RUNNING})
 #: terminal states that spend an attempt and may be retried automatically
 RETRYABLE = frozenset({S.FAILED, S.TIMEOUT, S.LOST})
 #: not yet on the head: a parent that did not complete skips them
@@ -203,7 +201,8 @@ def action_target(action: str, current: State) -> State:
     return spec.target
 
 
-#: where a job is on the head for hold/release: these go through :func:`plan_head_intent`
+#: where a job with a native id is on the head (the poller watches these): hold/release
+#: there go through :func:`plan_head_intent`, a cancel there is carried out on the head
 ON_HEAD = frozenset({S.QUEUED, S.RUNNING, S.HELD})
 #: the intents the poller carries out on a head
 HEAD_ACTIONS = frozenset(name for name, a in USER_ACTIONS.items() if a.on_head_from is not None)
@@ -251,7 +250,8 @@ def plan_action(
     spec = user_action(action)
     target = action_target(action, current)
     fields: dict[str, Any] = {}
-    if spec.kill_on_head and native_id and current in ACTIVE:
+    if spec.kill_on_head and native_id and (current in ACTIVE or current in ON_HEAD):
+        # held on the head too: left there, an admin's release would run it after all
         fields["kill_pending"] = 1
     if target is S.READY:
         target = initial_state(parent_states)

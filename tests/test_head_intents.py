@@ -182,3 +182,21 @@ async def test_a_second_hold_while_one_is_pending_changes_nothing(tmp_path: Path
         c.server.resume()
         await wait_state(c.client, jid, {"held"})
         assert ran(c.head, HOLD["pbspro"]) == 1
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+async def test_cancel_of_a_job_held_on_the_head_removes_it_there(tmp_path: Path, system: str) -> None:
+    """It was recorded cancelled but never killed on the head: the job stayed held there,
+    and an admin's release would have run it after all."""
+    async with fake_cluster(tmp_path, system, slots=0) as c:
+        jid = await submit(c.client, ["true"])
+        await wait_state(c.client, jid, {"queued"})
+        await c.client.call("job.hold", {"id": jid})
+        await wait_state(c.client, jid, {"held"})
+        reply = await c.client.call("job.cancel", {"id": jid})
+        assert [j["state"] for j in reply["jobs"]] == ["cancelled"]
+        deadline = time.monotonic() + 60
+        while ran(c.head, CANCEL[system]) == 0 or any(j["state"] != "done" for j in c.head.jobs()):
+            assert time.monotonic() < deadline, (c.head.calls()[-5:], c.head.jobs())
+            await anyio.sleep(0.1)
+    assert_rows_replay(c.daemon.settings.database_path)

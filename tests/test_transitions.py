@@ -200,7 +200,9 @@ def _plan(action: str, state: State, *, native_id: str | None = None, parents: t
 def test_cancel_marks_a_job_on_the_head_for_killing_only() -> None:
     assert _plan("cancel", State.RUNNING, native_id="42").fields == {"kill_pending": 1}
     assert _plan("cancel", State.SUBMITTING, native_id="42").fields == {"kill_pending": 1}
-    assert _plan("cancel", State.HELD, native_id="42").fields == {}  # held: not ACTIVE
+    # held on the head: it must go from there too (an admin's release would run it)
+    assert _plan("cancel", State.HELD, native_id="42").fields == {"kill_pending": 1}
+    assert _plan("cancel", State.HELD).fields == {}  # held before it was ever submitted
     assert _plan("cancel", State.READY).fields == {}
     assert _plan("cancel", State.RUNNING, native_id="42").target is State.CANCELLED
 
