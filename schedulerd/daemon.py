@@ -36,8 +36,8 @@ from schedulerd.drivers.ssh import SSHOptions, SSHTransport
 from schedulerd.drivers.transport import LocalTransport, Transport
 from schedulerd.errors import ConfigError, SchedulerdError
 from schedulerd.methods.base import ControlContext
-from schedulerd.worker.cluster import ClusterWorker, drained_key
 from schedulerd.state.store import open_store
+from schedulerd.worker.cluster import ClusterWorker, drained_key
 
 log = structlog.get_logger("schedulerd")
 

@@ -113,7 +113,7 @@ class Writer:
                     await db.execute("ROLLBACK TO op")
                 await db.execute("RELEASE op")
             await db.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - every op of the batch must hear of it
+        except Exception as exc:
             log.error("store_commit_failed", error=str(exc))
             try:
                 await db.execute("ROLLBACK")

@@ -8,7 +8,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 #: real outputs of the batch systems, kept in the repository (SOURCES.md says where from);
 #: SCHEDULERD_FIXTURES points the tests at another copy
-FIXTURES = Path(os.environ.get("SCHEDULERD_FIXTURES", ROOT / "tests" / "fixtures" / "batch-outputs"))
+FIXTURES = Path(
+    os.environ.get("SCHEDULERD_FIXTURES", ROOT / "tests" / "fixtures" / "batch-outputs")
+)
 
 
 @pytest.fixture

@@ -75,7 +75,7 @@ class FakeClock:
         none is due; the seconds left of each."""
         with anyio.fail_after(seconds):
             # (ASYNC110: the waits are the worker's own; an event for the test would be a hook in it)
-            while not (len(self._sleepers) == tasks  # noqa: ASYNC110
+            while not (len(self._sleepers) == tasks
                        and all(s.deadline > self._now for s in self._sleepers)):  # fmt: skip
                 await anyio.sleep(0.005)
         return self.waits()

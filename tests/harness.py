@@ -28,7 +28,9 @@ from schedulerd.state.store import Store, open_store
 TERMINAL = {"completed", "failed", "timeout", "lost", "cancelled", "skipped"}
 
 
-async def wait_terminal(client: AsyncClient, ids: list[int], timeout: float = 60.0) -> dict[int, dict[str, Any]]:
+async def wait_terminal(
+    client: AsyncClient, ids: list[int], timeout: float = 60.0
+) -> dict[int, dict[str, Any]]:
     """Poll job.get until every job is terminal."""
     deadline = time.monotonic() + timeout
     jobs: dict[int, dict[str, Any]] = {}

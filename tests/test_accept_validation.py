@@ -38,7 +38,9 @@ def request(job_id: int, workdir: str, *argv: str) -> JobRequest:
 
 
 @contextlib.asynccontextmanager
-async def head_driver(tmp_path: Path, system: str) -> AsyncIterator[tuple[BatchDriver, FakeHead, SSHTestServer]]:
+async def head_driver(
+    tmp_path: Path, system: str
+) -> AsyncIterator[tuple[BatchDriver, FakeHead, SSHTestServer]]:
     """A BatchDriver talking to a fake head of ``system`` through the in-process SSH server."""
     bin_dir = tmp_path / "bin"
     head = FakeHead.create(tmp_path / "head", bin_dir, flavor=system, user=USER, slots=0)
@@ -53,7 +55,11 @@ async def head_driver(tmp_path: Path, system: str) -> AsyncIterator[tuple[BatchD
 
 
 def views(**extra: Any) -> dict[str, ClusterView]:
-    return {"head": ClusterView(name="head", workdir="/scratch/sd", default_queue=None, is_local=False, **extra)}
+    return {
+        "head": ClusterView(
+            name="head", workdir="/scratch/sd", default_queue=None, is_local=False, **extra
+        )
+    }
 
 
 def accept(cluster: dict[str, ClusterView] | None = None, **fields: Any) -> dict[str, Any]:
@@ -99,7 +105,9 @@ def test_submit_program_never_reads_a_path_as_an_option(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("system", SYSTEMS)
-async def test_one_jobs_unpreparable_workdir_fails_only_that_job(tmp_path: Path, system: str) -> None:
+async def test_one_jobs_unpreparable_workdir_fails_only_that_job(
+    tmp_path: Path, system: str
+) -> None:
     """A directory the head cannot create (under a regular file: root cannot either) fails
     its own job permanently, with the head's reason; the other job of the round is queued."""
     remote = tmp_path / "remote"
@@ -122,7 +130,9 @@ async def test_one_jobs_unpreparable_workdir_fails_only_that_job(tmp_path: Path,
 
 @pytest.mark.parametrize(("given", "stored"), [("adv/run{id}", "adv/run{id}"), ("~/adv/{id}", "adv/{id}"),
                                                ("~", "."), ("/abs/{id}", "/abs/{id}")])  # fmt: skip
-def test_workdir_on_an_ssh_cluster_is_kept_relative_to_the_login_directory(given: str, stored: str) -> None:
+def test_workdir_on_an_ssh_cluster_is_kept_relative_to_the_login_directory(
+    given: str, stored: str
+) -> None:
     assert accept(workdir=given)["workdir"] == stored
 
 
@@ -140,7 +150,9 @@ def test_workdir_on_a_local_cluster_expands_tilde_and_must_be_absolute() -> None
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("system", SYSTEMS)
-async def test_relative_and_tilde_workdirs_run_in_the_login_directory(tmp_path: Path, system: str) -> None:
+async def test_relative_and_tilde_workdirs_run_in_the_login_directory(
+    tmp_path: Path, system: str
+) -> None:
     """``adv/run{id}`` and ``~/tilde/{id}`` both mean a folder in the login directory
     (the SSH server's home here): the job runs there, its exit code comes back, its
     stdout is where job.get says (relative to the login directory)."""
@@ -157,7 +169,9 @@ async def test_relative_and_tilde_workdirs_run_in_the_login_directory(tmp_path: 
         assert jobs[rel]["workdir"] == f"adv/run{rel}"
         assert jobs[tilde]["workdir"] == f"tilde/{tilde}"
         for jid in (rel, tilde):
-            assert printed_dir(home / jobs[jid]["stdout"]) == (home / jobs[jid]["workdir"]).resolve()
+            assert (
+                printed_dir(home / jobs[jid]["stdout"]) == (home / jobs[jid]["workdir"]).resolve()
+            )
 
 
 def printed_dir(stdout: Path) -> Path:
@@ -174,14 +188,22 @@ def on(scheduler: str, **fields: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("scheduler", "fields", "message"),
     [
-        ("pbspro", {"workdir": "/scratch/a:b/{id}"}, "PBS would read the part before ':' as a host"),
+        (
+            "pbspro",
+            {"workdir": "/scratch/a:b/{id}"},
+            "PBS would read the part before ':' as a host",
+        ),
         ("torque", {"workdir": "/scratch/a b"}, "invalid stdout path for a #PBS directive"),
         ("slurm", {"workdir": '/scratch/a"b'}, "workdir must not contain a double quote"),
         ("slurm", {"workdir": "/scratch/a\\b"}, "or a backslash"),
         ("htcondor", {"workdir": '/scratch/a"b'}, "workdir must not contain a double quote"),
         ("htcondor", {"workdir": "/scratch/$(Cluster)"}, "submit macro"),
         ("slurm", {"cpus": 65534}, "cpus 65534: Slurm takes 1 to 65533 CPUs per task"),
-        ("slurm", {"walltime": (2**32 - 2) * 60}, "Slurm's time limit is at most 4294967293 minutes"),
+        (
+            "slurm",
+            {"walltime": (2**32 - 2) * 60},
+            "Slurm's time limit is at most 4294967293 minutes",
+        ),
         ("torque", {"cpus": 2**31}, "cpus 2147483648: Torque takes 1 to 2147483647"),
         ("pbspro", {"memory": "9000000000T"}, "more than PBS Pro can hold"),
         ("lsf", {"cpus": 2**31}, "cpus 2147483648: LSF takes 1 to 2147483647 slots"),
@@ -191,7 +213,9 @@ def on(scheduler: str, **fields: Any) -> dict[str, Any]:
         ("htcondor", {"memory": "3000T"}, "HTCondor slots hold at most 2147483647 MB"),
     ],
 )
-def test_what_a_batch_system_cannot_carry_is_refused(scheduler: str, fields: dict[str, Any], message: str) -> None:
+def test_what_a_batch_system_cannot_carry_is_refused(
+    scheduler: str, fields: dict[str, Any], message: str
+) -> None:
     with pytest.raises(InvalidSpec) as info:
         on(scheduler, **fields)
     assert info.value.message.startswith(f"jobs[0]: cluster head ({scheduler}): ")
@@ -201,14 +225,19 @@ def test_what_a_batch_system_cannot_carry_is_refused(scheduler: str, fields: dic
 @pytest.mark.parametrize(
     ("scheduler", "fields"),
     [
-        ("slurm", {"cpus": 65533, "walltime": "30d", "memory": "2T", "workdir": "/scratch/a b/{id}"}),
+        (
+            "slurm",
+            {"cpus": 65533, "walltime": "30d", "memory": "2T", "workdir": "/scratch/a b/{id}"},
+        ),
         ("torque", {"cpus": 2**31 - 1, "memory": "64G"}),
         ("pbspro", {"cpus": 10**6, "walltime": "1000d"}),
         ("lsf", {"cpus": 2**31 - 1, "walltime": 35791394 * 60, "workdir": "/scratch/a b"}),
         ("htcondor", {"cpus": 2**31 - 1, "memory": "1T", "workdir": "/scratch/a b"}),
     ],
 )
-def test_the_largest_values_a_system_takes_are_accepted(scheduler: str, fields: dict[str, Any]) -> None:
+def test_the_largest_values_a_system_takes_are_accepted(
+    scheduler: str, fields: dict[str, Any]
+) -> None:
     assert on(scheduler, **fields)["argv"] == ["true"]
 
 
@@ -220,7 +249,11 @@ def test_the_default_workdir_is_checked_too() -> None:
 
 
 def test_local_cluster_refuses_more_cpus_than_slots() -> None:
-    local = {"head": ClusterView(name="local", workdir="/tmp/sd", default_queue=None, is_local=True, slots=2)}
+    local = {
+        "head": ClusterView(
+            name="local", workdir="/tmp/sd", default_queue=None, is_local=True, slots=2
+        )
+    }
     with pytest.raises(InvalidSpec, match=r"^jobs\[0\]: cpus 99: cluster local has 2 slots$"):
         accept(local, cpus=99)
     assert accept(local, cpus=2)["cpus"] == 2
@@ -234,7 +267,9 @@ async def test_local_daemon_refuses_cpus_beyond_its_slots(tmp_path: Path) -> Non
         c = await d.client()
         try:
             with pytest.raises(RpcError) as info:
-                await c.call("job.submit", {"jobs": [{"argv": ["true"]}, {"argv": ["true"], "cpus": 99}]})
+                await c.call(
+                    "job.submit", {"jobs": [{"argv": ["true"]}, {"argv": ["true"], "cpus": 99}]}
+                )
             assert info.value.code == -32010
             assert info.value.message == "jobs[1]: cpus 99: cluster local has 2 slots"
             assert (await c.call("job.list"))["jobs"] == []  # all or nothing
@@ -300,10 +335,14 @@ async def test_local_daemon_refuses_cpus_beyond_its_slots(tmp_path: Path) -> Non
         ("htcondor", "request_gpus = 1 \\", "a trailing backslash"),
     ],
 )
-def test_directives_that_break_one_job_one_run_are_refused(scheduler: str, directive: str, named: str) -> None:
+def test_directives_that_break_one_job_one_run_are_refused(
+    scheduler: str, directive: str, named: str
+) -> None:
     with pytest.raises(InvalidSpec) as info:
         on(scheduler, directives=[directive])
-    assert info.value.message.startswith(f"jobs[0]: cluster head ({scheduler}): directive {directive!r}: ")
+    assert info.value.message.startswith(
+        f"jobs[0]: cluster head ({scheduler}): directive {directive!r}: "
+    )
     assert named in info.value.message
 
 
@@ -345,7 +384,9 @@ async def test_slurm_array_directive_is_refused_at_submit_and_nothing_runs(tmp_p
 
     async with fake_cluster(tmp_path, "slurm") as c:
         with pytest.raises(RpcError) as info:
-            await c.client.call("job.submit", {"job": {"argv": ["true"], "directives": ["--array=1-3"]}})
+            await c.client.call(
+                "job.submit", {"job": {"argv": ["true"], "directives": ["--array=1-3"]}}
+            )
         assert info.value.code == -32010
         assert info.value.message == (
             "jobs[0]: cluster head (slurm): directive '--array=1-3': --array is not allowed:"

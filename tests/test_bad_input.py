@@ -57,16 +57,27 @@ async def settled_world(tmp_path: Path) -> AsyncIterator[World]:
         try:
             done = (await c.call("job.submit", {"job": {"name": "done", "argv": ["true"]}}))["id"]
             await wait_terminal(c, [done])
-            sleeper = (await c.call("job.submit", {"job": {"name": "sleeper", "argv": ["sleep", "30"]}}))["id"]
+            sleeper = (
+                await c.call("job.submit", {"job": {"name": "sleeper", "argv": ["sleep", "30"]}})
+            )["id"]
             with anyio.fail_after(20):
                 while (await c.call("job.get", {"id": sleeper}))["state"] != "running":
                     await anyio.sleep(0.05)
-            waiting = (await c.call("job.submit", {"job": {"argv": ["true"], "after": [sleeper]}}))["id"]
-            held = (await c.call("job.submit", {"job": {"argv": ["true"], "after": [sleeper]}}))["id"]
+            waiting = (await c.call("job.submit", {"job": {"argv": ["true"], "after": [sleeper]}}))[
+                "id"
+            ]
+            held = (await c.call("job.submit", {"job": {"argv": ["true"], "after": [sleeper]}}))[
+                "id"
+            ]
             await c.call("job.hold", {"id": held})
             world = World(d, c, done, sleeper, waiting, held)
             states = {j["id"]: j["state"] for j in (await c.call("job.list"))["jobs"]}
-            assert states == {done: "completed", sleeper: "running", waiting: "pending", held: "held"}
+            assert states == {
+                done: "completed",
+                sleeper: "running",
+                waiting: "pending",
+                held: "held",
+            }
             yield world
         finally:
             with anyio.CancelScope(shield=True):
@@ -121,37 +132,96 @@ def submit_many(jobs: list[dict[str, Any]]) -> bytes:
 # --- framing and JSON-RPC ----------------------------------------------------------------
 
 FRAMING = [
-    pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"daemon.ping"\n', -32700, "malformed JSON", None, id="truncated-json"),
+    pytest.param(
+        b'{"jsonrpc":"2.0","id":1,"method":"daemon.ping"\n',
+        -32700,
+        "malformed JSON",
+        None,
+        id="truncated-json",
+    ),
     pytest.param(b"{not json at all}\n", -32700, "malformed JSON", None, id="garbage"),
-    pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"daemon.p\xff\xfeing"}\n', -32700, "malformed JSON", None, id="invalid-utf8"),
+    pytest.param(
+        b'{"jsonrpc":"2.0","id":1,"method":"daemon.p\xff\xfeing"}\n',
+        -32700,
+        "malformed JSON",
+        None,
+        id="invalid-utf8",
+    ),
     pytest.param(b'"hello"\n', -32600, "JSON object", None, id="string"),
     pytest.param(b"42\n", -32600, "JSON object", None, id="number"),
     pytest.param(b"null\n", -32600, "JSON object", None, id="null"),
-    pytest.param(b'[{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}]\n', -32600, "batch", None, id="batch-array"),
+    pytest.param(
+        b'[{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}]\n',
+        -32600,
+        "batch",
+        None,
+        id="batch-array",
+    ),
     pytest.param(b'{"id":1,"method":"daemon.ping"}\n', -32600, "jsonrpc", 1, id="missing-jsonrpc"),
-    pytest.param(b'{"jsonrpc":"1.0","id":1,"method":"daemon.ping"}\n', -32600, "jsonrpc", 1, id="wrong-jsonrpc"),
+    pytest.param(
+        b'{"jsonrpc":"1.0","id":1,"method":"daemon.ping"}\n',
+        -32600,
+        "jsonrpc",
+        1,
+        id="wrong-jsonrpc",
+    ),
     pytest.param(b'{"jsonrpc":"2.0","id":1}\n', -32600, "method", 1, id="missing-method"),
-    pytest.param(b'{"jsonrpc":"2.0","id":1,"method":7}\n', -32600, "method", 1, id="method-not-string"),
-    pytest.param(b'{"jsonrpc":"2.0","id":1.5,"method":"daemon.ping"}\n', -32600, '"id"', None, id="float-id"),
-    pytest.param(b'{"jsonrpc":"2.0","id":true,"method":"daemon.ping"}\n', -32600, '"id"', None, id="bool-id"),
+    pytest.param(
+        b'{"jsonrpc":"2.0","id":1,"method":7}\n', -32600, "method", 1, id="method-not-string"
+    ),
+    pytest.param(
+        b'{"jsonrpc":"2.0","id":1.5,"method":"daemon.ping"}\n', -32600, '"id"', None, id="float-id"
+    ),
+    pytest.param(
+        b'{"jsonrpc":"2.0","id":true,"method":"daemon.ping"}\n', -32600, '"id"', None, id="bool-id"
+    ),
     pytest.param(rpc("job.frobnicate"), -32601, "job.frobnicate", 1, id="unknown-method"),
-    pytest.param(rpc("daemon.ping", [1]), -32602, "params must be an object", 1, id="positional-params"),
-    pytest.param(rpc("daemon.ping", {"verbose": True}), -32602, "verbose", 1, id="ping-takes-no-params"),
+    pytest.param(
+        rpc("daemon.ping", [1]), -32602, "params must be an object", 1, id="positional-params"
+    ),
+    pytest.param(
+        rpc("daemon.ping", {"verbose": True}), -32602, "verbose", 1, id="ping-takes-no-params"
+    ),
     # these three were answered -32603 (internal error), reserved for our bugs
-    pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"job.submit","params":{"job":{"argv":["\xed\xa0\x80"]}}}\n',
-                 -32700, "malformed JSON", 1, id="surrogate-bytes-in-params"),  # fmt: skip
-    pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"job.list","params":{"cluster":"\xed\xa0\x80"}}\n',
-                 -32700, "malformed JSON", 1, id="surrogate-bytes-in-list-param"),  # fmt: skip
+    pytest.param(
+        b'{"jsonrpc":"2.0","id":1,"method":"job.submit","params":{"job":{"argv":["\xed\xa0\x80"]}}}\n',
+        -32700,
+        "malformed JSON",
+        1,
+        id="surrogate-bytes-in-params",
+    ),
+    pytest.param(
+        b'{"jsonrpc":"2.0","id":1,"method":"job.list","params":{"cluster":"\xed\xa0\x80"}}\n',
+        -32700,
+        "malformed JSON",
+        1,
+        id="surrogate-bytes-in-list-param",
+    ),
     pytest.param(b"[" * 3000 + b"\n", -32700, "nested deeper", None, id="deep-nesting"),
-    pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"job.get","params":{"x":' + b"[" * 3000 + b"}}\n",
-                 -32700, "nested deeper", None, id="deep-nesting-in-params"),  # fmt: skip
-    pytest.param(rpc("job.get", {"id": 10**26}), -32602, "<= 9223372036854775807", 1, id="huge-job-id"),
-    pytest.param(rpc("job.list", {"before": -(10**30)}), -32602, ">= -9223372036854775808", 1, id="huge-negative-cursor"),
+    pytest.param(
+        b'{"jsonrpc":"2.0","id":1,"method":"job.get","params":{"x":' + b"[" * 3000 + b"}}\n",
+        -32700,
+        "nested deeper",
+        None,
+        id="deep-nesting-in-params",
+    ),
+    pytest.param(
+        rpc("job.get", {"id": 10**26}), -32602, "<= 9223372036854775807", 1, id="huge-job-id"
+    ),
+    pytest.param(
+        rpc("job.list", {"before": -(10**30)}),
+        -32602,
+        ">= -9223372036854775808",
+        1,
+        id="huge-negative-cursor",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("raw", "code", "message", "reply_id"), FRAMING)
-async def test_bad_frames_and_requests(tmp_path: Path, raw: bytes, code: int, message: str, reply_id: Any) -> None:
+async def test_bad_frames_and_requests(
+    tmp_path: Path, raw: bytes, code: int, message: str, reply_id: Any
+) -> None:
     async with settled_world(tmp_path) as world:
         reply = await assert_refused_and_unchanged(world, raw, code, message, reply_id=reply_id)
         if code == -32601:
@@ -161,49 +231,143 @@ async def test_bad_frames_and_requests(tmp_path: Path, raw: bytes, code: int, me
 # --- job specs ---------------------------------------------------------------------------
 
 SPECS = [
-    pytest.param(submit({"argv": ["true"], "cpus": "four"}), -32602, r"\$\.job\.cpus", id="cpus-string"),
+    pytest.param(
+        submit({"argv": ["true"], "cpus": "four"}), -32602, r"\$\.job\.cpus", id="cpus-string"
+    ),
     pytest.param(submit({"argv": "true"}), -32602, r"\$\.job\.argv", id="argv-not-list"),
-    pytest.param(submit({"argv": ["true", 3]}), -32602, r"\$\.job\.argv", id="argv-item-not-string"),
+    pytest.param(
+        submit({"argv": ["true", 3]}), -32602, r"\$\.job\.argv", id="argv-item-not-string"
+    ),
     pytest.param(submit({"argvs": ["true"]}), -32602, "argvs", id="typo-argvs"),
-    pytest.param(submit({"argv": ["true"], "env": {"A": 1}}), -32602, r"\$\.job\.env", id="env-value-not-string"),
-    pytest.param(submit({"argv": ["true"], "requeue": "yes"}), -32602, "requeue", id="requeue-not-bool"),
-    pytest.param(rpc("job.submit", {"job": {"argv": ["true"]}, "jobs": [{"argv": ["true"]}]}), -32602, '"job" or "jobs"', id="job-and-jobs"),
+    pytest.param(
+        submit({"argv": ["true"], "env": {"A": 1}}),
+        -32602,
+        r"\$\.job\.env",
+        id="env-value-not-string",
+    ),
+    pytest.param(
+        submit({"argv": ["true"], "requeue": "yes"}), -32602, "requeue", id="requeue-not-bool"
+    ),
+    pytest.param(
+        rpc("job.submit", {"job": {"argv": ["true"]}, "jobs": [{"argv": ["true"]}]}),
+        -32602,
+        '"job" or "jobs"',
+        id="job-and-jobs",
+    ),
     pytest.param(rpc("job.submit", {}), -32602, '"job" or "jobs"', id="neither-job-nor-jobs"),
     pytest.param(rpc("job.submit", {"jobs": []}), -32602, "empty", id="empty-jobs"),
     pytest.param(submit({}), -32602, "argv", id="argv-missing"),
     pytest.param(submit({"argv": []}), -32010, "argv", id="argv-empty"),
     pytest.param(submit({"argv": [""]}), -32010, "argv", id="argv-empty-string"),
-    pytest.param(submit({"argv": ["true"], "env": {"1BAD": "x"}}), -32010, "1BAD", id="env-bad-name"),
-    pytest.param(submit({"argv": ["true"], "env": {"A-B": "x"}}), -32010, "A-B", id="env-dash-name"),
-    pytest.param(submit({"argv": ["true"], "memory": "lots"}), -32010, "memory", id="memory-words"),
-    pytest.param(submit({"argv": ["true"], "memory": "-4G"}), -32010, "memory", id="memory-negative"),
-    pytest.param(submit({"argv": ["true"], "memory": 0}), -32010, "memory", id="memory-zero"),
-    pytest.param(submit({"argv": ["true"], "walltime": "forever"}), -32010, "walltime", id="walltime-words"),
-    pytest.param(submit({"argv": ["true"], "walltime": "0s"}), -32010, "walltime", id="walltime-zero"),
-    pytest.param(submit({"argv": ["true"], "walltime": "1h30x"}), -32010, "walltime", id="walltime-bad-unit"),
-    pytest.param(submit({"argv": ["true"], "cpus": 0}), -32010, "cpus", id="cpus-zero"),
-    pytest.param(submit({"argv": ["true"], "retries": 1000}), -32010, "retries", id="retries-too-many"),
-    pytest.param(submit({"argv": ["true"], "name": "my job"}), -32010, "name", id="name-with-space"),
-    pytest.param(submit({"argv": ["true"], "queue": "short; rm -rf ~"}), -32010, "queue", id="queue-injection"),
-    pytest.param(submit({"argv": ["true"], "workdir": "relative/dir"}), -32010, "workdir", id="workdir-relative"),
-    pytest.param(submit({"argv": ["true"], "directives": ["--a\n--b"]}), -32010, "directives", id="directive-two-lines"),
-    pytest.param(submit({"argv": ["true"], "after": [999]}), -32004, "999", id="after-missing-job"),
-    pytest.param(submit({"argv": ["true"], "after": [0]}), -32010, "0 is not a job id", id="after-zero"),
-    pytest.param(submit({"argv": ["true"], "after": ["nobody"]}), -32010, "nobody", id="after-unknown-name"),
-    pytest.param(submit({"argv": ["true"], "cluster": "mars"}), -32006, "mars", id="unknown-cluster"),
     pytest.param(
-        submit_many([{"name": "a", "argv": ["true"], "after": ["b"]},
-                     {"name": "b", "argv": ["true"], "after": ["c"]},
-                     {"name": "c", "argv": ["true"], "after": ["a"]}]),
-        -32005, "cycle", id="cycle-of-three",
-    ),  # fmt: skip
-    pytest.param(submit_many([{"name": "a", "argv": ["true"], "after": ["a"]}]), -32010, "itself", id="after-itself"),
-    pytest.param(submit_many([{"name": "a", "argv": ["true"]}, {"name": "a", "argv": ["true"]}]), -32010, "twice", id="duplicate-names"),
+        submit({"argv": ["true"], "env": {"1BAD": "x"}}), -32010, "1BAD", id="env-bad-name"
+    ),
+    pytest.param(
+        submit({"argv": ["true"], "env": {"A-B": "x"}}), -32010, "A-B", id="env-dash-name"
+    ),
+    pytest.param(submit({"argv": ["true"], "memory": "lots"}), -32010, "memory", id="memory-words"),
+    pytest.param(
+        submit({"argv": ["true"], "memory": "-4G"}), -32010, "memory", id="memory-negative"
+    ),
+    pytest.param(submit({"argv": ["true"], "memory": 0}), -32010, "memory", id="memory-zero"),
+    pytest.param(
+        submit({"argv": ["true"], "walltime": "forever"}), -32010, "walltime", id="walltime-words"
+    ),
+    pytest.param(
+        submit({"argv": ["true"], "walltime": "0s"}), -32010, "walltime", id="walltime-zero"
+    ),
+    pytest.param(
+        submit({"argv": ["true"], "walltime": "1h30x"}), -32010, "walltime", id="walltime-bad-unit"
+    ),
+    pytest.param(submit({"argv": ["true"], "cpus": 0}), -32010, "cpus", id="cpus-zero"),
+    pytest.param(
+        submit({"argv": ["true"], "retries": 1000}), -32010, "retries", id="retries-too-many"
+    ),
+    pytest.param(
+        submit({"argv": ["true"], "name": "my job"}), -32010, "name", id="name-with-space"
+    ),
+    pytest.param(
+        submit({"argv": ["true"], "queue": "short; rm -rf ~"}),
+        -32010,
+        "queue",
+        id="queue-injection",
+    ),
+    pytest.param(
+        submit({"argv": ["true"], "workdir": "relative/dir"}),
+        -32010,
+        "workdir",
+        id="workdir-relative",
+    ),
+    pytest.param(
+        submit({"argv": ["true"], "directives": ["--a\n--b"]}),
+        -32010,
+        "directives",
+        id="directive-two-lines",
+    ),
+    pytest.param(submit({"argv": ["true"], "after": [999]}), -32004, "999", id="after-missing-job"),
+    pytest.param(
+        submit({"argv": ["true"], "after": [0]}), -32010, "0 is not a job id", id="after-zero"
+    ),
+    pytest.param(
+        submit({"argv": ["true"], "after": ["nobody"]}), -32010, "nobody", id="after-unknown-name"
+    ),
+    pytest.param(
+        submit({"argv": ["true"], "cluster": "mars"}), -32006, "mars", id="unknown-cluster"
+    ),
+    pytest.param(
+        submit_many(
+            [
+                {"name": "a", "argv": ["true"], "after": ["b"]},
+                {"name": "b", "argv": ["true"], "after": ["c"]},
+                {"name": "c", "argv": ["true"], "after": ["a"]},
+            ]
+        ),
+        -32005,
+        "cycle",
+        id="cycle-of-three",
+    ),
+    pytest.param(
+        submit_many([{"name": "a", "argv": ["true"], "after": ["a"]}]),
+        -32010,
+        "itself",
+        id="after-itself",
+    ),
+    pytest.param(
+        submit_many([{"name": "a", "argv": ["true"]}, {"name": "a", "argv": ["true"]}]),
+        -32010,
+        "twice",
+        id="duplicate-names",
+    ),
     # all or nothing: good jobs next to one bad job are not created either
-    pytest.param(submit_many([{"argv": ["true"]}, {"argv": ["true"]}, {"argv": ["true"], "memory": "lots"}]), -32010, r"jobs\[2\]", id="one-bad-spec-of-three"),
-    pytest.param(submit_many([{"argv": ["true"]}, {"argv": ["true"], "cluster": "mars"}]), -32006, "mars", id="one-unknown-cluster-of-two"),
-    pytest.param(submit_many([{"argv": ["true"]}, {"argv": ["true"], "after": [999]}]), -32004, "999", id="one-missing-parent-of-two"),
-    pytest.param(submit_many([{"name": "ok", "argv": ["true"]}, {"argv": ["true"], "after": ["ok", "x"], "cpus": "1"}]), -32602, r"\$\.jobs\[1\]\.cpus", id="type-error-in-second-job"),
+    pytest.param(
+        submit_many([{"argv": ["true"]}, {"argv": ["true"]}, {"argv": ["true"], "memory": "lots"}]),
+        -32010,
+        r"jobs\[2\]",
+        id="one-bad-spec-of-three",
+    ),
+    pytest.param(
+        submit_many([{"argv": ["true"]}, {"argv": ["true"], "cluster": "mars"}]),
+        -32006,
+        "mars",
+        id="one-unknown-cluster-of-two",
+    ),
+    pytest.param(
+        submit_many([{"argv": ["true"]}, {"argv": ["true"], "after": [999]}]),
+        -32004,
+        "999",
+        id="one-missing-parent-of-two",
+    ),
+    pytest.param(
+        submit_many(
+            [
+                {"name": "ok", "argv": ["true"]},
+                {"argv": ["true"], "after": ["ok", "x"], "cpus": "1"},
+            ]
+        ),
+        -32602,
+        r"\$\.jobs\[1\]\.cpus",
+        id="type-error-in-second-job",
+    ),
 ]
 
 
@@ -215,7 +379,9 @@ async def test_invalid_job_specs(tmp_path: Path, raw: bytes, code: int, message:
 
 async def test_unknown_dependency_lists_the_missing_ids(tmp_path: Path) -> None:
     async with settled_world(tmp_path) as world:
-        raw = submit_many([{"argv": ["true"], "after": [world.done, 998]}, {"argv": ["true"], "after": [999]}])
+        raw = submit_many(
+            [{"argv": ["true"], "after": [world.done, 998]}, {"argv": ["true"], "after": [999]}]
+        )
         reply = await assert_refused_and_unchanged(world, raw, -32004, "998")
         assert reply["error"]["data"] == {"missing": [998, 999]}
 
@@ -232,7 +398,9 @@ async def test_cycle_names_the_jobs(tmp_path: Path) -> None:
 
 async def test_unknown_cluster_lists_the_configured_ones(tmp_path: Path) -> None:
     async with settled_world(tmp_path) as world:
-        reply = await assert_refused_and_unchanged(world, submit({"argv": ["true"], "cluster": "mars"}), -32006, "mars")
+        reply = await assert_refused_and_unchanged(
+            world, submit({"argv": ["true"], "cluster": "mars"}), -32006, "mars"
+        )
         assert reply["error"]["data"] == {"clusters": ["local"]}
 
 
@@ -248,10 +416,16 @@ async def test_unknown_job_on_get_and_cancel(tmp_path: Path) -> None:
 
 async def test_illegal_transitions(tmp_path: Path) -> None:
     async with settled_world(tmp_path) as w:
-        await assert_refused_and_unchanged(w, rpc("job.cancel", {"id": w.done}), -32002, "completed")
-        await assert_refused_and_unchanged(w, rpc("job.release", {"id": w.waiting}), -32002, "not held")
+        await assert_refused_and_unchanged(
+            w, rpc("job.cancel", {"id": w.done}), -32002, "completed"
+        )
+        await assert_refused_and_unchanged(
+            w, rpc("job.release", {"id": w.waiting}), -32002, "not held"
+        )
         await assert_refused_and_unchanged(w, rpc("job.retry", {"id": w.done}), -32002, "completed")
-        await assert_refused_and_unchanged(w, rpc("job.retry", {"id": w.waiting}), -32002, "pending")
+        await assert_refused_and_unchanged(
+            w, rpc("job.retry", {"id": w.waiting}), -32002, "pending"
+        )
         await assert_refused_and_unchanged(w, rpc("job.hold", {"id": w.done}), -32002, "completed")
         await assert_refused_and_unchanged(w, rpc("job.hold", {"id": w.held}), -32002, "held")
 
@@ -293,7 +467,9 @@ BAD_PARAMS = [
     pytest.param("job.cancel", {"id": 1, "ids": [1]}, '"id" or "ids"', id="cancel-id-and-ids"),
     pytest.param("job.cancel", {"ids": []}, "empty", id="cancel-empty-ids"),
     pytest.param("job.cancel", {"ids": [3, 3]}, "twice", id="cancel-duplicate-ids"),
-    pytest.param("job.release", {"ids": [3, 4], "if_version": 1}, "if_version", id="if-version-with-ids"),
+    pytest.param(
+        "job.release", {"ids": [3, 4], "if_version": 1}, "if_version", id="if-version-with-ids"
+    ),
     pytest.param("job.list", {"state": "bogus"}, "bogus", id="list-unknown-state"),
     pytest.param("job.list", {"limit": 0}, "limit", id="list-limit-zero"),
     pytest.param("job.list", {"limit": 10**6}, "limit", id="list-limit-huge"),
@@ -305,7 +481,9 @@ BAD_PARAMS = [
 
 
 @pytest.mark.parametrize(("method", "params", "message"), BAD_PARAMS)
-async def test_bad_params(tmp_path: Path, method: str, params: dict[str, Any], message: str) -> None:
+async def test_bad_params(
+    tmp_path: Path, method: str, params: dict[str, Any], message: str
+) -> None:
     async with settled_world(tmp_path) as world:
         await assert_refused_and_unchanged(world, rpc(method, params), -32602, message)
 
@@ -344,7 +522,10 @@ async def test_blank_lines_and_crlf_are_tolerated(tmp_path: Path) -> None:
         before = await snapshot(w.client)
         await w.client.send_raw(b"\n\n   \n")
         reply = await exchange(w.client, rpc("daemon.ping", req_id=5)[:-1] + b"\r\n")
-        assert reply == {"jsonrpc": "2.0", "id": 5, "result": reply["result"]} and reply["result"]["pong"]
+        assert (
+            reply == {"jsonrpc": "2.0", "id": 5, "result": reply["result"]}
+            and reply["result"]["pong"]
+        )
         assert await snapshot(w.client) == before
 
 
@@ -424,4 +605,3 @@ async def test_other_user_is_refused_even_if_the_file_mode_lets_it_in(tmp_path: 
         for child in public.iterdir():
             child.unlink()
         public.rmdir()
-

@@ -131,7 +131,7 @@ async def _hang_then_crash(
                     elif point == "cancel":
                         await client.call("job.cancel", {"id": jid})
                 with anyio.fail_after(60):  # the daemon is in the command that hangs
-                    while _count(head, command) == before:  # noqa: ASYNC110 (a file, no event)
+                    while _count(head, command) == before:
                         await anyio.sleep(0.05)
                 crash.cancel()
             finally:
@@ -164,7 +164,7 @@ async def test_cancelled_mid_await_then_restarted(tmp_path: Path, point: str, sy
                 if point == "cancel":  # the cancel intent survived: carried out on the head
                     (native,) = on_head
                     with anyio.fail_after(60):
-                        while head.job(native)["state"] != "done":  # noqa: ASYNC110 (a file)
+                        while head.job(native)["state"] != "done":
                             await anyio.sleep(0.05)
                     assert head.job(native)["end_reason"] == "cancelled"
                 if point in INTENT_LEADS_TO:  # the intent survived: carried out after all

@@ -144,7 +144,13 @@ async def test_clusters_check_good_and_broken_head(tmp_path: Path, system: str) 
     async with fake_cluster(tmp_path, system) as c:
         report = await c.client.call("clusters.check", {"name": "head"})
         assert report["ok"], report
-        assert {r["name"] for r in report["checks"]} >= {"connect", "commands", "version", "queue", "workdir"}
+        assert {r["name"] for r in report["checks"]} >= {
+            "connect",
+            "commands",
+            "version",
+            "queue",
+            "workdir",
+        }
         c.head.set_faults(down=True)
         broken = await c.client.call("clusters.check", {"name": "head"})
         assert not broken["ok"]
@@ -156,7 +162,9 @@ async def test_clusters_check_good_and_broken_head(tmp_path: Path, system: str) 
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
-async def test_transient_submit_error_is_retried_without_spending_attempts(tmp_path: Path, system: str) -> None:
+async def test_transient_submit_error_is_retried_without_spending_attempts(
+    tmp_path: Path, system: str
+) -> None:
     async with fake_cluster(tmp_path, system) as c:
         c.head.set_faults(submit_transient=1)
         jid = await submit(c.client, ["true"])

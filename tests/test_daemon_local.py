@@ -36,7 +36,9 @@ async def test_failure_exit_code_and_retries(tmp_path: Path) -> None:
         assert job["attempt"] == 2
         events = await client.call("events.list", {"ids": [res["id"]]})
         transitions = [(e["from"], e["to"]) for e in events["events"]]
-        assert transitions.count(("queued", "failed")) + transitions.count(("running", "failed")) == 2
+        assert (
+            transitions.count(("queued", "failed")) + transitions.count(("running", "failed")) == 2
+        )
         assert ("failed", "ready") in transitions
         await client.aclose()
 
@@ -45,8 +47,13 @@ async def test_after_runs_in_order_and_skips_on_failure(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger"
     async with running_daemon(local_settings(tmp_path)) as d:
         client = await d.client()
-        first = await client.call("job.submit", {"job": {"argv": ["sh", "-c", f"sleep 0.5; echo a >> {ledger}"]}})
-        second = await client.call("job.submit", {"job": {"argv": ["sh", "-c", f"echo b >> {ledger}"], "after": [first["id"]]}})
+        first = await client.call(
+            "job.submit", {"job": {"argv": ["sh", "-c", f"sleep 0.5; echo a >> {ledger}"]}}
+        )
+        second = await client.call(
+            "job.submit",
+            {"job": {"argv": ["sh", "-c", f"echo b >> {ledger}"], "after": [first["id"]]}},
+        )
         bad = await client.call("job.submit", {"job": {"argv": ["false"]}})
         child = await client.call("job.submit", {"job": {"argv": ["true"], "after": [bad["id"]]}})
         jobs = await wait_terminal(client, [first["id"], second["id"], bad["id"], child["id"]])

@@ -20,7 +20,9 @@ from tests.harness import wait_for_socket
 
 
 def _config(path: Path, max_jobs: int) -> None:
-    path.write_text(f'[clusters.local]\nscheduler = "local"\nmax_jobs = {max_jobs}\npoll_interval = "0.2s"\n')
+    path.write_text(
+        f'[clusters.local]\nscheduler = "local"\nmax_jobs = {max_jobs}\npoll_interval = "0.2s"\n'
+    )
 
 
 async def _wait_logged(log: Path, event: str, *, within: float = 30.0) -> None:
@@ -94,11 +96,11 @@ def test_paths_flag_over_env_over_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[clusters.x]\nscheduler = \"pbs\"\n", "not one of"),
-        ("[clusters.x]\nscheduler = \"slurm\"\nworkdir = \"/w\"\n", "host: required"),
-        ("[clusters.x]\nscheduler = \"local\"\nmax_jobs = 0\n", "must be positive"),
-        ("[clusters.x]\nscheduler = \"local\"\npoll_interval = \"soon\"\n", "duration"),
-        ("[clusters.x]\nscheduler = \"local\"\nmax_job = 3\n", "unknown key"),
+        ('[clusters.x]\nscheduler = "pbs"\n', "not one of"),
+        ('[clusters.x]\nscheduler = "slurm"\nworkdir = "/w"\n', "host: required"),
+        ('[clusters.x]\nscheduler = "local"\nmax_jobs = 0\n', "must be positive"),
+        ('[clusters.x]\nscheduler = "local"\npoll_interval = "soon"\n', "duration"),
+        ('[clusters.x]\nscheduler = "local"\nmax_job = 3\n', "unknown key"),
         ("bogus = 1\n", "unknown top-level"),
         ("[clusters.x\n", "config file"),
     ],

@@ -112,7 +112,9 @@ async def test_peer_hanging_up_never_ends_the_daemon(tmp_path: Path, mode: str) 
         await client.aclose()
 
 
-async def test_subscriber_that_never_reads_is_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_subscriber_that_never_reads_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(control, "WRITE_TIMEOUT", 1.0)
     settings = local_settings(tmp_path)
     async with running_daemon(settings) as d:
@@ -145,7 +147,10 @@ async def test_subscriber_that_never_reads_is_dropped(tmp_path: Path, monkeypatc
 async def test_unfinished_lines_are_capped_across_connections(tmp_path: Path) -> None:
     settings = local_settings(tmp_path, top="max_message_bytes = 4096\nmax_buffered_bytes = 10000")
     async with running_daemon(settings) as d:
-        half = b'{"jsonrpc": "2.0", "id": 1, "method": "daemon.ping", "params": {"pad": "' + b"x" * 3000
+        half = (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "daemon.ping", "params": {"pad": "'
+            + b"x" * 3000
+        )
         holders = [await d.client() for _ in range(3)]
         for h in holders:
             await h.send_raw(half)  # 3 x ~3 KB held, within the budget

@@ -185,7 +185,9 @@ async def test_a_second_hold_while_one_is_pending_changes_nothing(tmp_path: Path
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
-async def test_cancel_of_a_job_held_on_the_head_removes_it_there(tmp_path: Path, system: str) -> None:
+async def test_cancel_of_a_job_held_on_the_head_removes_it_there(
+    tmp_path: Path, system: str
+) -> None:
     """It was recorded cancelled but never killed on the head: the job stayed held there,
     and an admin's release would have run it after all."""
     async with fake_cluster(tmp_path, system, slots=0) as c:

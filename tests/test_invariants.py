@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sqlite3
@@ -117,7 +118,7 @@ async def test_sigkill_restart_loses_nothing_and_runs_nothing_twice(tmp_path: Pa
         per_job.setdefault(int(e["job_id"]), []).append(e)
     for jid, evs in per_job.items():
         assert [e["version"] for e in evs] == list(range(1, len(evs) + 1)), jid
-        for prev, nxt in zip(evs, evs[1:], strict=False):
+        for prev, nxt in itertools.pairwise(evs):
             assert nxt["from"] == prev["to"], (jid, prev, nxt)
         assert evs[-1]["to"] == "completed"
 

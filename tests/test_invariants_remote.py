@@ -21,7 +21,9 @@ from tests.sshserver import running_ssh_server
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
-async def test_crash_while_submitting_adopts_or_resubmits_by_name(tmp_path: Path, system: str) -> None:
+async def test_crash_while_submitting_adopts_or_resubmits_by_name(
+    tmp_path: Path, system: str
+) -> None:
     """Invariant 2: a job left `submitting` by a crash is adopted if the head has it
     (found by its batch name) and submitted again only if it does not."""
     bin_dir = tmp_path / "bin"
@@ -75,7 +77,9 @@ async def test_limit_counts_foreign_jobs_at_every_instant(tmp_path: Path, system
     with head.transaction() as state:
         for n in range(2):
             fmt = "{seq}.{server}" if system == "pbspro" else "{seq}"
-            head.add_job(state, fmt, name=f"theirs{n}", script=str(foreign_script), workdir=str(tmp_path))
+            head.add_job(
+                state, fmt, name=f"theirs{n}", script=str(foreign_script), workdir=str(tmp_path)
+            )
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
     async with running_ssh_server(tmp_path, env=env) as server:
         settings = cluster_settings(tmp_path, system, server, max_jobs=4)
@@ -101,11 +105,25 @@ async def test_limit_counts_foreign_jobs_at_every_instant(tmp_path: Path, system
 async def test_no_job_field_can_inject_shell_code(tmp_path: Path, system: str) -> None:
     """Invariant 6: hostile argv and env travel to the head as data."""
     pwned = tmp_path / "PWNED"
-    hostile = [f"$(touch {pwned})", f"`touch {pwned}`", f"; touch {pwned}", "it's", '"q"', "a\nb", "\\"]
+    hostile = [
+        f"$(touch {pwned})",
+        f"`touch {pwned}`",
+        f"; touch {pwned}",
+        "it's",
+        '"q"',
+        "a\nb",
+        "\\",
+    ]
     async with fake_cluster(tmp_path, system) as c:
         jid = await submit(
             c.client,
-            ["sh", "-c", 'for a in "$@"; do printf "<%s>" "$a"; done; printf "[%s]" "$EVIL"', "sh", *hostile],
+            [
+                "sh",
+                "-c",
+                'for a in "$@"; do printf "<%s>" "$a"; done; printf "[%s]" "$EVIL"',
+                "sh",
+                *hostile,
+            ],
             env={"EVIL": f"'$(touch {pwned})'\"; touch {pwned}"},
         )
         job = (await wait_terminal(c.client, [jid], timeout=60))[jid]

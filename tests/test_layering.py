@@ -23,7 +23,11 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted([*ROOT.glob("drivers/*.py"), *ROOT.glob("state/*.py")]), ids=str)
+@pytest.mark.parametrize(
+    "path", sorted([*ROOT.glob("drivers/*.py"), *ROOT.glob("state/*.py")]), ids=str
+)
 def test_lower_layers_do_not_import_upper_ones(path: Path) -> None:
-    bad = {n for n in _imports(path) if n.startswith(UPPER) or n.split(".")[0] in ("drivers", "state")}
+    bad = {
+        n for n in _imports(path) if n.startswith(UPPER) or n.split(".")[0] in ("drivers", "state")
+    }
     assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"

@@ -309,12 +309,16 @@ async def test_5000_jobs_leaving_the_queue_at_once_are_settled_by_exit_files(
 
 @pytest.mark.timeout(600)  # ~10 s here; far slower on a loaded, shared CI machine
 @pytest.mark.parametrize("system", ["pbspro", "torque"])
-async def test_12000_ids_on_a_head_that_takes_ids_fit_in_one_command(tmp_path: Path, system: str) -> None:
+async def test_12000_ids_on_a_head_that_takes_ids_fit_in_one_command(
+    tmp_path: Path, system: str
+) -> None:
     """PBS/Torque status commands take our ids as arguments; 12,000 of them exceed what
     one command line may carry (128 KiB), so they go on stdin through xargs: still ONE
     SSH command per poll, and every job is seen."""
     bin_dir = tmp_path / "bin"
-    head = FakeHead.create(tmp_path / "head", bin_dir, flavor=system, user=USER, slots=0, server=SERVER)
+    head = FakeHead.create(
+        tmp_path / "head", bin_dir, flavor=system, user=USER, slots=0, server=SERVER
+    )
     remote = tmp_path / "remote"
     active, expected = seed(head, system, remote, kinds=["running"] * 7000 + ["queued"] * 5000)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}

@@ -83,7 +83,9 @@ def parse_doc(text: str) -> list[Exchange | Wait]:
                 try:
                     current.expected.append(json.loads(raw[2:]))
                 except json.JSONDecodeError as exc:
-                    raise AssertionError(f"PROTOCOL.md line {lineno}: reply is not JSON: {exc}") from exc
+                    raise AssertionError(
+                        f"PROTOCOL.md line {lineno}: reply is not JSON: {exc}"
+                    ) from exc
             else:
                 raise AssertionError(
                     f"PROTOCOL.md line {lineno}: jsonrpc blocks hold only '→ ' and '← ' lines"

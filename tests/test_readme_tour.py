@@ -32,7 +32,9 @@ DONE = "__tour_line_done__"
 def tour_lines(text: str) -> list[str]:
     section = text.split("## A five-minute tour", 1)[1].split("\n## ", 1)[0]
     (block,) = re.findall(r"^```sh\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
-    return [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def test_the_tour_has_the_lines_it_shows() -> None:
@@ -85,7 +87,9 @@ class Shell:
         try:
             while True:
                 line = self.proc.stdout.readline()
-                assert line, f"bash ended while waiting for {wanted!r}; stdout {out}, stderr {self.stderr}"
+                assert line, (
+                    f"bash ended while waiting for {wanted!r}; stdout {out}, stderr {self.stderr}"
+                )
                 out.append(line.rstrip("\n"))
                 if wanted in line:
                     return out
@@ -124,12 +128,16 @@ def settle(sock: str, timeout: float = 60) -> None:
     while True:
         client = Client(sock)
         try:
-            moving = client.call("job.list", {"state": ["ready", "submitting", "queued"], "limit": 1})
+            moving = client.call(
+                "job.list", {"state": ["ready", "submitting", "queued"], "limit": 1}
+            )
         finally:
             client.close()
         if not moving["jobs"]:
             return
-        assert time.monotonic() < deadline, f"still on its way after {timeout}s: {moving['jobs'][0]}"
+        assert time.monotonic() < deadline, (
+            f"still on its way after {timeout}s: {moving['jobs'][0]}"
+        )
         time.sleep(0.1)
 
 
@@ -165,9 +173,13 @@ def test_the_readme_tour_works_typed_by_hand(tmp_path: Path) -> None:
                 time.sleep(HUMAN_PAUSE)
         finally:
             shell.close()
-        assert daemon.wait(timeout=30) == 0, "the daemon did not stop cleanly at `schedctl shutdown`"
+        assert daemon.wait(timeout=30) == 0, (
+            "the daemon did not stop cleanly at `schedctl shutdown`"
+        )
     text = "\n".join(transcript)
     assert "\nhi\n" in text, text  # the cat line printed the job's output
-    assert re.search(r"^\d+\theld$", text, re.MULTILINE) and re.search(r"^\d+\tcancelled$", text, re.MULTILINE)
+    assert re.search(r"^\d+\theld$", text, re.MULTILINE) and re.search(
+        r"^\d+\tcancelled$", text, re.MULTILINE
+    )
     assert "state:        skipped" in text, text
     assert "".join(shell.stderr) == "", shell.stderr

@@ -27,7 +27,9 @@ def _submit_calls(calls: list[list[str]]) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("system", SYSTEMS)
-async def test_a_queued_jobs_limit_makes_jobs_wait_and_all_complete(tmp_path: Path, system: str) -> None:
+async def test_a_queued_jobs_limit_makes_jobs_wait_and_all_complete(
+    tmp_path: Path, system: str
+) -> None:
     async with fake_cluster(tmp_path, system, submit_batch=4, refusal_pause="1s") as c:
         c.head.set_faults(max_queued=2)
         ids = (await c.client.call("job.submit", {"jobs": [{"argv": ["true"]}] * 8}))["ids"]
@@ -43,7 +45,9 @@ async def test_a_queued_jobs_limit_makes_jobs_wait_and_all_complete(tmp_path: Pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("system", SYSTEMS)
-async def test_refused_credentials_degrade_the_cluster_and_fail_one_round(tmp_path: Path, system: str) -> None:
+async def test_refused_credentials_degrade_the_cluster_and_fail_one_round(
+    tmp_path: Path, system: str
+) -> None:
     async with fake_cluster(tmp_path, system, submit_batch=3) as c:
         c.head.set_faults(submit_auth=1000)
         ids = (await c.client.call("job.submit", {"jobs": [{"argv": ["true"]}] * 9}))["ids"]

@@ -33,7 +33,7 @@ class AcceptingHead:
         command: str,
         *,
         input: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - the Transport protocol's signature
+        timeout: float | None = None,
     ) -> CommandResult:
         assert command == "sh -s" and input is not None
         self.programs.append(input)

@@ -130,8 +130,19 @@ def test_submit_wait_show_ls(sock: str, tmp_path: Path) -> None:
     assert [j["id"] for j in only["jobs"]] == [jid]
     table = ctl(sock, "ls", "--state", "completed")
     assert table.returncode == 0
-    assert table.stdout.splitlines()[0].split() == ["ID", "NAME", "STATE", "EXIT", "TRY", "CLUSTER", "NATIVE_ID", "CREATED"]
-    assert any(line.split()[:3] == [str(jid), "greet", "completed"] for line in table.stdout.splitlines())
+    assert table.stdout.splitlines()[0].split() == [
+        "ID",
+        "NAME",
+        "STATE",
+        "EXIT",
+        "TRY",
+        "CLUSTER",
+        "NATIVE_ID",
+        "CREATED",
+    ]
+    assert any(
+        line.split()[:3] == [str(jid), "greet", "completed"] for line in table.stdout.splitlines()
+    )
     human_wait = ctl(sock, "wait", str(jid))
     assert human_wait.returncode == 0 and human_wait.stdout == ""
 
@@ -171,7 +182,9 @@ def test_hold_release_cancel_retry(sock: str) -> None:
     assert state_of(sock, child) == "pending"
     done = ctl(sock, "cancel", str(parent), str(child))
     assert done.returncode == 0
-    assert sorted(done.stdout.split()) == sorted([str(parent), "cancelled", str(child), "cancelled"])
+    assert sorted(done.stdout.split()) == sorted(
+        [str(parent), "cancelled", str(child), "cancelled"]
+    )
 
 
 def test_events_list_and_follow(sock: str) -> None:
@@ -368,7 +381,13 @@ def test_a_broken_socket_to_the_daemon_is_still_exit_3(tmp_path: Path) -> None:
         with conn:
             request = json.loads(conn.makefile("rb").readline())
             conn.shutdown(socket.SHUT_RD)  # a send to this end now fails with EPIPE
-            job = {"id": 1, "state": "running", "final": False, "exit_code": None, "cluster": "local"}
+            job = {
+                "id": 1,
+                "state": "running",
+                "final": False,
+                "exit_code": None,
+                "cluster": "local",
+            }
             reply = {"jsonrpc": "2.0", "id": request["id"],
                      "result": {"jobs": [job], "missing": [], "cursor": 0}}  # fmt: skip
             conn.sendall(json.dumps(reply).encode() + b"\n")

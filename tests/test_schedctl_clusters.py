@@ -75,7 +75,10 @@ def test_clusters_list_check_drain_resume_on_a_daemon_process(tmp_path: Path) ->
         drained = schedctl(sock, "clusters", "drain", "local")
         assert drained.returncode == 0 and drained.stdout.strip() == "local\tdraining"
         assert schedctl(sock, "clusters").stdout.splitlines()[1].split()[5] == "yes"
-        assert json.loads(schedctl(sock, "--json", "clusters").stdout)["clusters"][0]["draining"] is True
+        assert (
+            json.loads(schedctl(sock, "--json", "clusters").stdout)["clusters"][0]["draining"]
+            is True
+        )
         submitted = schedctl(sock, "--json", "submit", "--", "true")
         jid = json.loads(submitted.stdout)["id"]
         time.sleep(1.0)
@@ -106,13 +109,21 @@ async def run_schedctl(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[
     return status, "\n".join(ours) + "\n"
 
 
-async def test_clusters_check_against_fake_slurm_head(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_clusters_check_against_fake_slurm_head(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     async with fake_cluster(tmp_path, "slurm") as c:
         sock = str(c.daemon.socket)
         status, out = await run_schedctl(capsys, "--socket", sock, "clusters", "check", "head")
         assert status == 0, out
         lines = [line.split(None, 2) for line in out.splitlines()]
-        assert {name for _, name, *_ in lines} >= {"connect", "commands", "version", "queue", "workdir"}
+        assert {name for _, name, *_ in lines} >= {
+            "connect",
+            "commands",
+            "version",
+            "queue",
+            "workdir",
+        }
         assert {ok for ok, *_ in lines} == {"ok"}
 
         status, out = await run_schedctl(capsys, "--socket", sock, "clusters")
@@ -125,7 +136,9 @@ async def test_clusters_check_against_fake_slurm_head(tmp_path: Path, capsys: py
         assert status == cli.EXIT_CHECK_FAILED == 8
         failed = {line.split()[1] for line in out.splitlines() if line.startswith("FAIL")}
         assert failed & {"version", "queue"}, out
-        status, out = await run_schedctl(capsys, "--socket", sock, "--json", "clusters", "check", "head")
+        status, out = await run_schedctl(
+            capsys, "--socket", sock, "--json", "clusters", "check", "head"
+        )
         assert status == 8
         report = json.loads(out)
         assert report["ok"] is False and report["name"] == "head"

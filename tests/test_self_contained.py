@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 from tests.conftest import FIXTURES, ROOT
 
@@ -46,4 +45,6 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert extracted == command
     # PEP 668: a stock Debian refuses pip into the system Python, so both lines make a venv
     for marker in ("daemon", "tests"):
-        assert _readme_command(marker).startswith("python3 -m venv .venv && . .venv/bin/activate && pip ")
+        assert _readme_command(marker).startswith(
+            "python3 -m venv .venv && . .venv/bin/activate && pip "
+        )

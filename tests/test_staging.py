@@ -35,7 +35,9 @@ MAKE_OUTPUTS = (
 
 def result_of(settings: Any, jid: int) -> Any:
     """The job's ``result`` column (not on the wire yet): what staging recorded."""
-    with contextlib.closing(sqlite3.connect(f"file:{settings.database_path}?mode=ro", uri=True)) as db:
+    with contextlib.closing(
+        sqlite3.connect(f"file:{settings.database_path}?mode=ro", uri=True)
+    ) as db:
         (raw,) = db.execute("SELECT result FROM jobs WHERE id = ?", (jid,)).fetchone()
     return None if raw is None else json.loads(raw)
 
@@ -45,10 +47,20 @@ def result_of(settings: Any, jid: int) -> Any:
 
 def test_input_paths_are_checked() -> None:
     assert staging.validate_inputs(["/a/x.txt", "/b/y.txt"]) == ["/a/x.txt", "/b/y.txt"]
-    for bad in (["x.txt"], ["./x"], ["/a/x", "/b/x"], ["/a/.schedulerd"], ["/a/"], ["/a/x\ny"], [""]):
+    for bad in (
+        ["x.txt"],
+        ["./x"],
+        ["/a/x", "/b/x"],
+        ["/a/.schedulerd"],
+        ["/a/"],
+        ["/a/x\ny"],
+        [""],
+    ):
         with pytest.raises(ValueError):
             staging.validate_inputs(bad)
-    assert staging.input_remote_paths("/w/5", ["/data/in put.txt"]) == [("/data/in put.txt", "/w/5/in put.txt")]
+    assert staging.input_remote_paths("/w/5", ["/data/in put.txt"]) == [
+        ("/data/in put.txt", "/w/5/in put.txt")
+    ]
 
 
 def test_output_patterns_are_checked() -> None:
@@ -79,7 +91,12 @@ def test_listing_refuses_what_leads_outside_the_workdir() -> None:
         ("in.dat", "/w/in.dat"), ("alias.dat", "/w/sub/real.dat"), ("key.dat", "/home/a/.ssh/id"),
         ("near.dat", "/w2/x"), ("dangling.dat", ""), ("up.dat", "/w/../etc/passwd")))  # fmt: skip
     assert listing.files == [("in.dat", "/w/in.dat"), ("alias.dat", "/w/sub/real.dat")]
-    assert [r.split(":")[0] for r in listing.refused] == ["key.dat", "near.dat", "dangling.dat", "up.dat"]
+    assert [r.split(":")[0] for r in listing.refused] == [
+        "key.dat",
+        "near.dat",
+        "dangling.dat",
+        "up.dat",
+    ]
     assert "outside the job's workdir (to /home/a/.ssh/id)" in listing.refused[0]
     # no root record: nothing can be checked, so nothing is copied
     assert staging.parse_output_listing("Fa.dat\0/w/a.dat\0").files == []
@@ -89,7 +106,9 @@ def test_listing_refuses_what_leads_outside_the_workdir() -> None:
 def test_listing_command_only_globs(tmp_path: Path, shell: str) -> None:
     """Patterns meet the shell's globbing and nothing else: no command substitution,
     no word splitting, no ``;``, no escape through ``.*`` matching ``..``."""
-    if subprocess.run(["sh", "-c", f"command -v {shell}"], capture_output=True, check=False).returncode:
+    if subprocess.run(
+        ["sh", "-c", f"command -v {shell}"], capture_output=True, check=False
+    ).returncode:
         pytest.skip(f"no {shell}")
     work = tmp_path / "w d"
     (work / "sub").mkdir(parents=True)
@@ -110,7 +129,9 @@ def test_listing_command_only_globs(tmp_path: Path, shell: str) -> None:
 
 @pytest.mark.parametrize("shell", ["sh", "bash", "dash"])
 def test_listing_command_resolves_symlinks(tmp_path: Path, shell: str) -> None:
-    if subprocess.run(["sh", "-c", f"command -v {shell}"], capture_output=True, check=False).returncode:
+    if subprocess.run(
+        ["sh", "-c", f"command -v {shell}"], capture_output=True, check=False
+    ).returncode:
         pytest.skip(f"no {shell}")
     work, outside = tmp_path / "work", tmp_path / "outside"
     (work / "sub").mkdir(parents=True)
@@ -282,7 +303,9 @@ async def test_staging_over_ssh_to_slurm(tmp_path: Path) -> None:
         assert sorted(result["outputs"]["files"]) == ["a.dat", "b.dat", "sub/d.dat"]
 
 
-async def test_unreachable_head_during_stage_in_keeps_job_submitting_then_retries(tmp_path: Path) -> None:
+async def test_unreachable_head_during_stage_in_keeps_job_submitting_then_retries(
+    tmp_path: Path,
+) -> None:
     source = tmp_path / "input.txt"
     source.write_text("late\n")
     async with fake_cluster(tmp_path, "slurm") as c:
@@ -297,7 +320,9 @@ async def test_unreachable_head_during_stage_in_keeps_job_submitting_then_retrie
         assert job["attempt"] == 1 and job["native_id"] is None
         c.server.resume()
         deadline = time.monotonic() + 60
-        job = (await wait_terminal(c.client, [jid], timeout=max(1.0, deadline - time.monotonic())))[jid]
+        job = (await wait_terminal(c.client, [jid], timeout=max(1.0, deadline - time.monotonic())))[
+            jid
+        ]
         assert job["state"] == "completed" and job["attempt"] == 1
         assert await anyio.Path(job["stdout"]).read_text() == "late\n"
         assert [j["name"] for j in c.head.jobs()] == [f"sd-{jid}-1"]
@@ -351,7 +376,9 @@ def _check_fetched(fetched: Path, result: dict[str, Any]) -> None:
     assert mode(fetched) == 0o700 and mode(fetched.parent) == 0o700
 
 
-async def test_local_staging_keeps_modes_and_refuses_links_out(tmp_path: Path, open_umask: Any) -> None:
+async def test_local_staging_keeps_modes_and_refuses_links_out(
+    tmp_path: Path, open_umask: Any
+) -> None:
     source = _private_input(tmp_path)
     outside, secret = _outside(tmp_path)
     settings = local_settings(tmp_path)
@@ -371,7 +398,9 @@ async def test_local_staging_keeps_modes_and_refuses_links_out(tmp_path: Path, o
     _check_fetched(fetched, result_of(settings, jid)["outputs"])
 
 
-async def test_ssh_staging_keeps_modes_and_refuses_links_out(tmp_path: Path, open_umask: Any) -> None:
+async def test_ssh_staging_keeps_modes_and_refuses_links_out(
+    tmp_path: Path, open_umask: Any
+) -> None:
     source = _private_input(tmp_path)
     outside, secret = _outside(tmp_path)
     async with fake_cluster(tmp_path, "slurm") as c:

@@ -200,7 +200,9 @@ async def test_events_list_over_more_ids_than_sqlite_takes_in_a_statement(tmp_pa
 def test_wait_blocks_while_a_retry_is_scheduled(tmp_path: Path) -> None:
     """It returned at the first `failed`, with the second attempt 3 s away."""
     with daemon(tmp_path, SLOW_RETRY_CONFIG) as sock:
-        jid = call(sock, "job.submit", {"job": {"argv": ["sh", "-c", "exit 3"], "retries": 1}})["id"]
+        jid = call(sock, "job.submit", {"job": {"argv": ["sh", "-c", "exit 3"], "retries": 1}})[
+            "id"
+        ]
         done = ctl(sock, "--json", "wait", str(jid), "--timeout", "60")
         assert done.returncode == 1, (done.stdout, done.stderr)
         job = call(sock, "job.get", {"id": jid})
@@ -333,7 +335,9 @@ def test_wait_reads_the_states_once_then_only_what_changed(tmp_path: Path) -> No
         ids = [parent, *children]
         # nothing changes meanwhile: whatever the proxy sees comes from what the test does
         poll_until("job done", lambda: call(sock, "job.get", {"id": done})["final"])
-        poll_until("parent running", lambda: call(sock, "job.get", {"id": parent})["state"] == "running")
+        poll_until(
+            "parent running", lambda: call(sock, "job.get", {"id": parent})["state"] == "running"
+        )
         proxy = CountingProxy(sock, tmp_path / "proxy.sock")
         try:
             # already final: one call and no subscription

@@ -124,7 +124,7 @@ submit_batch = 5
 
 async def until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
     with anyio.fail_after(seconds):
-        while not condition():  # noqa: ASYNC110 -- the fake head and the store have no event for it
+        while not condition():
             await anyio.sleep(0.005)
 
 

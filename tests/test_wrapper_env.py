@@ -20,21 +20,27 @@ VIEWS = {"local": ClusterView(name="local", workdir="/tmp/sd", default_queue=Non
 
 
 def job(tmp_path: Path, *argv: str, env: dict[str, str]) -> JobRequest:
-    return JobRequest(job_id=7, attempt=1, name="sd-7-1", argv=argv, workdir=str(tmp_path / "w"), env=env)
+    return JobRequest(
+        job_id=7, attempt=1, name="sd-7-1", argv=argv, workdir=str(tmp_path / "w"), env=env
+    )
 
 
 def run_wrapper(tmp_path: Path, request: JobRequest) -> int:
     Path(request.workdir).mkdir(parents=True, exist_ok=True)
     script = tmp_path / "job.sh"
     script.write_text(render_wrapper(request))
-    proc = subprocess.run(["/bin/sh", str(script)], cwd=tmp_path, capture_output=True, timeout=60, check=False)
+    proc = subprocess.run(
+        ["/bin/sh", str(script)], cwd=tmp_path, capture_output=True, timeout=60, check=False
+    )
     return proc.returncode
 
 
 @pytest.mark.parametrize("name", ["__sd_exit", "__sd_dir", "__sd_anything", "SCHEDULERD_JOB_ID",
                                   "SCHEDULERD_ATTEMPT", "SCHEDULERD_JOB_NAME"])  # fmt: skip
 def test_wrapper_names_are_refused_at_submit(name: str) -> None:
-    with pytest.raises(InvalidSpec, match=rf"jobs\[0\]: env: {name} is reserved for the job wrapper"):
+    with pytest.raises(
+        InvalidSpec, match=rf"jobs\[0\]: env: {name} is reserved for the job wrapper"
+    ):
         build_new_jobs([JobSpecIn(argv=["true"], env={name: "/tmp/x"})], VIEWS, "local")
 
 
@@ -72,10 +78,18 @@ async def test_daemon_job_with_a_broken_path_ends_failed_127(tmp_path: Path) -> 
         c = await d.client()
         try:
             with pytest.raises(RpcError, match="__sd_exit is reserved"):
-                await c.call("job.submit", {"job": {"argv": ["true"], "env": {"__sd_exit": "/tmp/x"}}})
-            jid = (await c.call("job.submit", {"job": {"argv": ["true"], "env": {"PATH": "/nonexistent"}}}))["id"]
+                await c.call(
+                    "job.submit", {"job": {"argv": ["true"], "env": {"__sd_exit": "/tmp/x"}}}
+                )
+            jid = (
+                await c.call(
+                    "job.submit", {"job": {"argv": ["true"], "env": {"PATH": "/nonexistent"}}}
+                )
+            )["id"]
             final = (await wait_terminal(c, [jid], timeout=30))[jid]
             assert (final["state"], final["exit_code"]) == ("failed", 127), final
-            assert [j["id"] for j in (await c.call("job.list"))["jobs"]] == [jid]  # the refused one left nothing
+            assert [j["id"] for j in (await c.call("job.list"))["jobs"]] == [
+                jid
+            ]  # the refused one left nothing
         finally:
             await c.aclose()

@@ -119,7 +119,7 @@ class Poller:
         except SchedulerdError as exc:
             # nothing is decided from an answer we could not read; try next round
             self.health.poll_failed(str(exc), during="poll", auth=getattr(exc, "auth", False))
-        except Exception as exc:  # noqa: BLE001 - a bug must not stop the polls: logged, counted
+        except Exception as exc:
             self._log.exception("poll_crashed")
             self.health.poll_failed(f"internal error: {exc}", during="poll")
         else:

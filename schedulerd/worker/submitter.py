@@ -129,7 +129,7 @@ class Submitter:
             if not self._draining():
                 try:
                     submitted = await self.submit_once()
-                except Exception as exc:  # noqa: BLE001 - logged; the loop must go on
+                except Exception as exc:
                     # jobs claimed by this round stay `submitting`: reconciled by name
                     self.health.last_error = str(exc)
                     self._log.exception("submit_failed")

@@ -25,7 +25,14 @@ from pathlib import Path
 import anyio
 
 from benchlib import (  # isort: skip
-    daemon_process, figure, finish, note, percentile, pyspy, reap_jobs, rss_mb,
+    daemon_process,
+    figure,
+    finish,
+    note,
+    percentile,
+    pyspy,
+    reap_jobs,
+    rss_mb,
 )
 
 from schedulerd.client import AsyncClient
@@ -80,7 +87,9 @@ async def measure(sock: Path, pid: int, n: int, slots: int, n_gets: int, spy: st
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--slots", type=int, default=200)
     parser.add_argument("--gets", type=int, default=2000)
@@ -92,7 +101,9 @@ def main() -> int:
     note(f"bench_inflight: {args.jobs:,} jobs, {args.slots} local slots; dir {tmp}")
     try:
         with daemon_process(tmp / "state", tmp / "sd.sock", cfg, tmp / "daemon.log") as proc:
-            anyio.run(measure, tmp / "sd.sock", proc.pid, args.jobs, args.slots, args.gets, args.pyspy)
+            anyio.run(
+                measure, tmp / "sd.sock", proc.pid, args.jobs, args.slots, args.gets, args.pyspy
+            )
     finally:
         # the daemon is stopped (by pid) by now; its jobs run detached and must go too
         reaped = reap_jobs(str(tmp))

@@ -36,7 +36,14 @@ from pathlib import Path
 import anyio
 
 from benchlib import (  # isort: skip
-    figure, finish, note, percentile, pyspy, reap_jobs, rss_mb, spawn_daemon,
+    figure,
+    finish,
+    note,
+    percentile,
+    pyspy,
+    reap_jobs,
+    rss_mb,
+    spawn_daemon,
 )
 from schedulerd.client import AsyncClient
 from schedulerd.state.models import JobSpec, NewJob
@@ -126,7 +133,9 @@ def ensure_seeded(state_dir: Path, n: int, reseed: bool) -> None:
     anyio.run(seed, state_dir, n)
 
 
-async def timed(client: AsyncClient, method: str, params: dict[str, object]) -> tuple[float, object]:
+async def timed(
+    client: AsyncClient, method: str, params: dict[str, object]
+) -> tuple[float, object]:
     t = time.perf_counter()
     result = await client.call(method, params)
     return (time.perf_counter() - t) * 1000, result
@@ -183,10 +192,16 @@ async def measure(sock: Path, pid: int, n_gets: int, spy: str | None) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=1_000_000)
-    parser.add_argument("--db", type=Path, default=Path("/tmp/schedulerd-bench-1m"),
-                        help="seeded state directory (cached between runs)")
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=Path("/tmp/schedulerd-bench-1m"),
+        help="seeded state directory (cached between runs)",
+    )
     parser.add_argument("--mode", choices=sorted(CONFIGS), default="owned")
     parser.add_argument("--gets", type=int, default=2000)
     parser.add_argument("--reseed", action="store_true")
@@ -205,8 +220,16 @@ def main() -> int:
         with spawn_daemon(state_dir, tmp / "sd.sock", config, log_path) as run:
             ready_log = run.log_event_after("daemon_ready")
             figure("restart.to_socket_connect", run.socket_after, "s")
-            figure("restart.to_daemon_ready_log(READY=1)", ready_log, "s", target="< 5", ok=ready_log < 5)
-            figure("restart.to_ping_answered", run.ping_after, "s", target="< 5", ok=run.ping_after < 5)
+            figure(
+                "restart.to_daemon_ready_log(READY=1)",
+                ready_log,
+                "s",
+                target="< 5",
+                ok=ready_log < 5,
+            )
+            figure(
+                "restart.to_ping_answered", run.ping_after, "s", target="< 5", ok=run.ping_after < 5
+            )
             figure("daemon.rss_at_ready", rss_mb(run.proc.pid)[0], "MiB")
             anyio.run(measure, tmp / "sd.sock", run.proc.pid, args.gets, args.pyspy)
     finally:

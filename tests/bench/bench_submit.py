@@ -26,7 +26,14 @@ from pathlib import Path
 import anyio
 
 from benchlib import (  # isort: skip
-    cpu_seconds, daemon_process, figure, finish, note, pyspy, reap_jobs, rss_mb,
+    cpu_seconds,
+    daemon_process,
+    figure,
+    finish,
+    note,
+    pyspy,
+    reap_jobs,
+    rss_mb,
     steal_seconds,
 )
 
@@ -57,7 +64,9 @@ def job_spec(i: int, kind: str) -> dict[str, object]:
     }
 
 
-async def measure(sock: Path, n: int, kind: str, pid: int, spy: str | None, runs: list[dict[str, float]]) -> None:
+async def measure(
+    sock: Path, n: int, kind: str, pid: int, spy: str | None, runs: list[dict[str, float]]
+) -> None:
     client = await AsyncClient.connect(sock)
     try:
         await client.call("daemon.ping")
@@ -66,7 +75,9 @@ async def measure(sock: Path, n: int, kind: str, pid: int, spy: str | None, runs
                    "params": {"jobs": [job_spec(i, kind) for i in range(n)]}}  # fmt: skip
         line = json.dumps(request, separators=(",", ":")).encode() + b"\n"
         encode_s = time.perf_counter() - t
-        note(f"request: {n:,} jobs, {len(line) / 1e6:.1f} MB ({kind} spec), encoded in {encode_s:.2f}s")
+        note(
+            f"request: {n:,} jobs, {len(line) / 1e6:.1f} MB ({kind} spec), encoded in {encode_s:.2f}s"
+        )
         client.next_id = 2
         rss_before, _ = rss_mb(pid)
         with pyspy(pid, spy):
@@ -101,7 +112,9 @@ async def measure(sock: Path, n: int, kind: str, pid: int, spy: str | None, runs
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--spec", choices=("typical", "minimal"), default="typical")
     parser.add_argument("--pyspy", metavar="OUT", help="record the daemon with py-spy into OUT")
@@ -116,7 +129,9 @@ def main() -> int:
         config.write_text(CONFIG)
         try:
             with daemon_process(tmp / "state", tmp / "sd.sock", config, tmp / "daemon.log") as proc:
-                anyio.run(measure, tmp / "sd.sock", args.jobs, args.spec, proc.pid, args.pyspy, runs)
+                anyio.run(
+                    measure, tmp / "sd.sock", args.jobs, args.spec, proc.pid, args.pyspy, runs
+                )
         finally:
             reaped = reap_jobs(str(tmp))
             if reaped:
@@ -128,7 +143,13 @@ def main() -> int:
     best = max(runs, key=lambda r: r["rate"])
     median = statistics.median(r["rate"] for r in runs)
     big = args.jobs >= 100_000
-    figure("submit.accept_rate(best)", best["rate"], "jobs/s", target=">= 20000", ok=best["rate"] >= 20_000 if big else None)
+    figure(
+        "submit.accept_rate(best)",
+        best["rate"],
+        "jobs/s",
+        target=">= 20000",
+        ok=best["rate"] >= 20_000 if big else None,
+    )
     figure("submit.accept_rate(median)", median, "jobs/s")
     figure("submit.call_time(best)", best["elapsed"], "s")
     figure("submit.daemon_cpu(best run)", best["cpu"], "s")

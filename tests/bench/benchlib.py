@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from schedulerd.client import Client, RpcError
-from tests.harness import daemon_process
+from schedulerd.client import Client, RpcError  # noqa: E402 -- needs ROOT on sys.path first
+from tests.harness import daemon_process  # noqa: E402 -- likewise
 
 __all__ = [
     "ROOT",
@@ -226,7 +226,9 @@ def reap_jobs(marker: str) -> int:
                 sessions.add(sid)
     if not sessions:
         return 0
-    victims = [int(e) for e in os.listdir("/proc") if e.isdigit() and _session_of(int(e)) in sessions]
+    victims = [
+        int(e) for e in os.listdir("/proc") if e.isdigit() and _session_of(int(e)) in sessions
+    ]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in victims:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -255,9 +257,22 @@ def pyspy(pid: int, out: str | None) -> Iterator[None]:
         yield
         return
     spy = subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-         "--threads", "--output", out, "--nonblocking"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--threads",
+            "--output",
+            out,
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     time.sleep(1.0)  # let it attach
     try:

@@ -15,7 +15,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("path")
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--match", default="", help="only frames containing this text (inclusive view)")
+    parser.add_argument(
+        "--match", default="", help="only frames containing this text (inclusive view)"
+    )
     args = parser.parse_args()
     own: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
@@ -30,7 +32,11 @@ def main() -> int:
             frames = stack.split(";")
             total += n
             threads[frames[0]] += n
-            if "idle" in frames[-1] or frames[-1].startswith("select") or "wait (threading" in frames[-1]:
+            if (
+                "idle" in frames[-1]
+                or frames[-1].startswith("select")
+                or "wait (threading" in frames[-1]
+            ):
                 pass
             own[frames[-1]] += n
             for f in set(frames[1:]):

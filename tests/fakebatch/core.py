@@ -391,10 +391,14 @@ class FakeHead:
                         job.update(late)
                     elif (self.home / f"cancelled.{job['seq']}").exists():
                         # cancelled before its runner could catch the signal
-                        job.update(state="done", exit_code=143, end_reason="cancelled", end_time=now)
+                        job.update(
+                            state="done", exit_code=143, end_reason="cancelled", end_time=now
+                        )
                     else:
                         # runner vanished without a word: the node died
-                        job.update(state="done", exit_code=None, end_reason="node_fail", end_time=now)
+                        job.update(
+                            state="done", exit_code=None, end_reason="node_fail", end_time=now
+                        )
                 else:
                     running += 1
             if job["state"] == "done" and not job["forgotten"]:

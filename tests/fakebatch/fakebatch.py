@@ -15,7 +15,7 @@ import time
 # repository's root there instead, so the fake is imported one way, as ``tests.fakebatch``.
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.fakebatch.core import FakeHead
+from tests.fakebatch.core import FakeHead  # noqa: E402 -- after the sys.path fix above
 
 
 def _dispatch(head: FakeHead, command: str, argv: list[str]) -> tuple[str, str, int]:

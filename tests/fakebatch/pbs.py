@@ -178,9 +178,7 @@ def _auth_refused(flavor: str, user: str, server: str) -> Result:
     return "", "qsub: Bad UID for job execution\n", 175
 
 
-def _limit_refused(
-    flavor: str, user: str, server: str, qname: str, limit: int, seq: int
-) -> Result:
+def _limit_refused(flavor: str, user: str, server: str, qname: str, limit: int, seq: int) -> Result:
     """A limit on the user's unfinished jobs. OpenPBS: a queue's max_queued = [u:user=N]
     (msg_et_suq, PBSE_ENTLIMCT 15142 -> exit 38); Torque: the server's max_user_queuable
     (req_quejob.c, PBSE_MAXQUED 15048 -> exit 200, wording as in marbl/canu#672)."""
@@ -533,7 +531,9 @@ def _torque_job(job: Job, server: str) -> dict[str, Any]:
     return rec
 
 
-LIMITED_USAGE = "Usage:\n    qstat [-f] [-a|-i|-r] [-n [-1]] [-G|-M] [-u user_list] [-? | --help] [job_id...]\n"
+LIMITED_USAGE = (
+    "Usage:\n    qstat [-f] [-a|-i|-r] [-n [-1]] [-G|-M] [-u user_list] [-? | --help] [job_id...]\n"
+)
 
 
 def _text_attrs(rec: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -757,7 +757,11 @@ def qrls(head: FakeHead, argv: list[str]) -> Result:
 def qselect(head: FakeHead, argv: list[str]) -> Result:
     """``qselect -u USER``: the ids of that user's jobs still in the queue."""
     if head.faults.get("down"):
-        return "", f"Connection refused\nqselect: cannot connect to server {head.config['server']} (errno=111)\n", 1
+        return (
+            "",
+            f"Connection refused\nqselect: cannot connect to server {head.config['server']} (errno=111)\n",
+            1,
+        )
     user = argv[argv.index("-u") + 1] if "-u" in argv else None
     with head.transaction() as queue:
         ids = [j["id"] for j in sorted(queue["jobs"].values(), key=lambda j: j["seq"])

@@ -288,7 +288,11 @@ def sbatch(head: FakeHead, argv: list[str]) -> Result:
         lost_reply = head.take_fault("submit_lost_reply")
     if lost_reply:
         # the controller queued it, the answer never came back (ESLURM 5004)
-        return noise, "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation\n", 1
+        return (
+            noise,
+            "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation\n",
+            1,
+        )
     if "parsable" in opts:
         return f"{noise}{job['id']}\n", "", 0
     return f"{noise}Submitted batch job {job['id']}\n", "", 0

@@ -92,7 +92,7 @@ async def wait_state(
     client: AsyncClient,
     jid: int,
     states: set[str],
-    timeout: float = 30.0,  # noqa: ASYNC109
+    timeout: float = 30.0,
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
