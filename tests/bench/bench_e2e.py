@@ -3,7 +3,7 @@
     python tests/bench/bench_e2e.py [--system slurm] [--jobs 10000] [--batch 500]
                                     [--poll 0.5] [--pyspy OUT] [--keep]
 
-Targets (DESIGN.md "Performance targets"): >= 500 jobs/s end to end, and within 10% of
+Targets (ARCHITECTURE.md "Performance targets"): >= 500 jobs/s end to end, and within 10% of
 a bare shell loop of the same submit command on that head (ratio <= 1.1).
 
 The head is the fake batch system (tests/fakebatch) in *instant* mode: its submit shim is

@@ -2,7 +2,7 @@
 
     python tests/bench/bench_inflight.py [--jobs 10000] [--slots 200] [--gets 2000]
 
-Target (DESIGN.md): p99 < 50 ms. "In flight" here means accepted and not finished: the
+Target (ARCHITECTURE.md): p99 < 50 ms. "In flight" here means accepted and not finished: the
 daemon (a real process) has one cluster ``local`` with ``max_jobs = 200``; the 10,000
 jobs run ``sleep 60``, so 200 of them run and 9,800 wait ready for a slot while the
 worker polls the running ones (exit files, /proc) every second. Starting 10,000

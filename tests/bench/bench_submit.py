@@ -2,7 +2,7 @@
 
     python tests/bench/bench_submit.py [--jobs 100000] [--spec typical|minimal] [--repeat 3]
 
-Target (DESIGN.md "Performance targets"): >= 20,000 jobs/s for 100,000 jobs.
+Target (ARCHITECTURE.md "Performance targets"): >= 20,000 jobs/s for 100,000 jobs.
 The clock runs from the first byte of the request sent to the whole reply received;
 the request line is encoded before the clock starts. Each repetition starts a fresh
 daemon on an empty database; the target is judged on the best repetition (noise on a
