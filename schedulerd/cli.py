@@ -1,4 +1,10 @@
-"""``schedctl``: the command-line client of the control socket."""
+"""``schedctl``: the command-line client of the control socket.
+
+Longer than ~500 lines because it is one thing: the argument parser of every subcommand
+and, beside each, the short function that turns one method's reply into text or
+``--json``, sharing the output, error and exit-status conventions. The socket client it
+uses is :mod:`schedulerd.client`.
+"""
 
 from __future__ import annotations
 
