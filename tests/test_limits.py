@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 from schedulerd.state.limits import claim_budget, fitting, slots_taken
+from schedulerd.state.models import JobSpec
 
 
 def test_slots_taken_is_the_cpus_at_least_one() -> None:
-    assert slots_taken({}) == 1
-    assert slots_taken({"cpus": 4}) == 4
-    assert slots_taken({"cpus": 0}) == 1
-    assert slots_taken({"cpus": "4"}) == 1  # not an int: one slot
+    assert slots_taken(JobSpec(argv=("true",))) == 1
+    assert slots_taken(JobSpec(argv=("true",), cpus=4)) == 4
+    assert slots_taken(JobSpec(argv=("true",), cpus=0)) == 1
 
 
 def test_budget_counts_jobs_against_the_cluster_limit() -> None:
@@ -40,15 +38,13 @@ def test_with_cpus_counted_the_budget_is_the_read_limit_while_cpus_are_free() ->
                         active_everywhere=1) == (8, 2)  # fmt: skip
 
 
-def _specs(*cpus: int) -> list[dict[str, Any]]:
-    return [{"cpus": c} for c in cpus]
+def _specs(*cpus: int) -> list[JobSpec]:
+    return [JobSpec(argv=("true",), cpus=c) for c in cpus]
 
 
-def _fit(
-    ready: list[dict[str, Any]], *, slots: int, free: int, count_cpus: bool = True
-) -> list[int]:
+def _fit(ready: list[JobSpec], *, slots: int, free: int, count_cpus: bool = True) -> list[int]:
     taken = fitting(ready, slots=slots, free=free, count_cpus=count_cpus, spec_of=lambda s: s)
-    return [s["cpus"] for s in taken]
+    return [s.cpus or 1 for s in taken]
 
 
 def test_fitting_stops_at_the_first_job_that_does_not_fit() -> None:
