@@ -533,6 +533,26 @@ class FakeHead:
         return True
 
 
+def held_against_limit(queue: dict[str, Any], owner: str) -> int:
+    """The user's jobs that count against the ``max_queued`` fault: unfinished ones, and
+    finished ones no status command has shown finished yet. (A real server takes seconds
+    to dispatch a job; here a ``true`` job ends before the next submit, and the limit would
+    never be met. Counting a job until a poll could have seen it end keeps the test's limit
+    reachable without timing.) Status commands call :func:`mark_seen_done`."""
+    return sum(
+        1
+        for j in queue["jobs"].values()
+        if j["owner"] == owner and not (j["state"] == "done" and j["extra"].get("seen_done"))
+    )
+
+
+def mark_seen_done(queue: dict[str, Any]) -> None:
+    """A status command ran: the jobs it could show finished stop counting against limits."""
+    for job in queue["jobs"].values():
+        if job["state"] == "done":
+            job["extra"]["seen_done"] = True
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

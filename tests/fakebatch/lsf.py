@@ -41,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.fakebatch.core import FakeHead, Job
+from tests.fakebatch.core import FakeHead, Job, held_against_limit, mark_seen_done
 
 Result = tuple[str, str, int]
 
@@ -67,25 +67,6 @@ def _down(head: FakeHead, command: str) -> Result | None:
     if command == "lsid":
         return "", "ls_getclustername(): LIM is down; try later\n", 255
     return "", DOWN, 255
-
-
-def _held_against_limit(queue: dict[str, Any], owner: str) -> int:
-    """The user's jobs that count against ``max_queued``: unfinished ones, and finished
-    ones no status command has shown finished yet. (A real mbatchd takes seconds to
-    dispatch a job; here a ``true`` job ends before the next bsub, and the limit would
-    never be met. Counting a job until a poll could have seen it end keeps the test's
-    limit reachable without timing.)"""
-    return sum(
-        1
-        for j in queue["jobs"].values()
-        if j["owner"] == owner and not (j["state"] == "done" and j["extra"].get("seen_done"))
-    )
-
-
-def _seen(queue: dict[str, Any]) -> None:
-    for job in queue["jobs"].values():
-        if job["state"] == "done":
-            job["extra"]["seen_done"] = True
 
 
 def _noise(head: FakeHead, banner: str = BUSY) -> str:
@@ -297,7 +278,7 @@ def bsub(head: FakeHead, argv: list[str]) -> Result:
             )
         limit = int(head.faults.get("max_queued") or 0)
         owner = head.config["user"]
-        if limit and _held_against_limit(q, owner) >= limit:
+        if limit and held_against_limit(q, owner) >= limit:
             return (
                 noise,
                 f"User <{owner}>: Pending job threshold reached. Job not submitted.\n",
@@ -370,7 +351,7 @@ def bjobs(head: FakeHead, argv: list[str]) -> Result:
     stderr = ""
     status = 0
     with head.transaction() as q:
-        _seen(q)
+        mark_seen_done(q)
         jobs: list[Job] = []
         if ids:
             for native_id in ids:
@@ -489,7 +470,7 @@ def bhist(head: FakeHead, argv: list[str]) -> Result:
         return down
     opts, ids = _options(argv, {"-n", "-u", "-S", "-C"})
     with head.transaction() as q:
-        _seen(q)
+        mark_seen_done(q)
         jobs: list[Job] = []
         if ids:
             jobs = [j for i in ids if (j := q["jobs"].get(i)) is not None and _visible(j)]

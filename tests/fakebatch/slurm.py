@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tests.fakebatch.core import FakeHead, Job
+from tests.fakebatch.core import FakeHead, Job, held_against_limit, mark_seen_done
 
 Result = tuple[str, str, int]
 
@@ -49,25 +49,6 @@ QUEUED_LIMIT = (
     "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy "
     "(job submit limit, user's size and/or time limits)\n"
 )
-
-
-def _held_against_limit(queue: dict[str, Any], owner: str) -> int:
-    """The user's jobs that count against ``max_queued``: unfinished ones, and finished
-    ones no status command has shown finished yet. (A real controller takes seconds to
-    schedule a job; here a ``true`` job ends before the next submit, and the limit would
-    never be met. Counting a job until a poll could have seen it end keeps the test's
-    limit reachable without timing.)"""
-    return sum(
-        1
-        for j in queue["jobs"].values()
-        if j["owner"] == owner and not (j["state"] == "done" and j["extra"].get("seen_done"))
-    )
-
-
-def _seen(queue: dict[str, Any]) -> None:
-    for job in queue["jobs"].values():
-        if job["state"] == "done":
-            job["extra"]["seen_done"] = True
 
 
 def _noise(head: FakeHead) -> str:
@@ -233,7 +214,7 @@ def sbatch(head: FakeHead, argv: list[str]) -> Result:
         if head.take_fault("submit_auth"):
             return noise, AUTH_REFUSED, 1
         limit = int(faults.get("max_queued") or 0)
-        if limit and _held_against_limit(queue, head.config["user"]) >= limit:
+        if limit and held_against_limit(queue, head.config["user"]) >= limit:
             return noise, QUEUED_LIMIT, 1
         partition = str(opts.get("partition") or "batch")
         known = head.config.get("partitions")
@@ -403,7 +384,7 @@ def squeue(head: FakeHead, argv: list[str]) -> Result:
             return noise, f"slurm_load_jobs error: {DOWN}\n", 1
         user = head.config["user"]
         jobs = [j for j in queue["jobs"].values() if _visible(j)]
-        _seen(queue)
+        mark_seen_done(queue)
     if users is not None and user not in users:
         jobs = []
     if ids is not None:
@@ -526,7 +507,7 @@ def sacct(head: FakeHead, argv: list[str]) -> Result:
             return noise, DBD_DOWN, 1
         user = head.config["user"]
         jobs = [dict(j) for j in queue["jobs"].values() if not j["purged"]]
-        _seen(queue)
+        mark_seen_done(queue)
     # sacct's field names as its header prints them (src/sacct/sacct.c fields[])
     titles = {"jobid": "JobID", "jobidraw": "JobIDRaw", "jobname": "JobName", "state": "State",
               "exitcode": "ExitCode", "submit": "Submit", "start": "Start", "end": "End",
